@@ -87,12 +87,14 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     std=128.0 / 255.0,
     description="EfficientNet-Lite0 (4.7M params, ReLU6, no SE), ImageNet-pretrained, stem summed to grayscale",
 )
-def efficientnet_lite0(*, num_classes: int, in_chans: int, pretrained: bool = True, image_size: int = 224,
-                       dropout: float = 0.2, drop_connect: float = 0.2) -> nn.Module:
+def efficientnet_lite0(*, num_classes: int, in_chans: int, pretrained: bool = True, dropout: float = 0.2,
+                       drop_connect: float = 0.2) -> nn.Module:
     from efficientnet_lite_pytorch import EfficientNet
+    from efficientnet_lite_pytorch.utils import get_same_padding_conv2d
 
+    # image_size=None: TF "same" padding computed per input, so any input size works with one set of weights
     model = EfficientNet.from_name(
-        "efficientnet-lite0", num_classes=num_classes, image_size=image_size, dropout_rate=dropout,
+        "efficientnet-lite0", num_classes=num_classes, image_size=None, dropout_rate=dropout,
         drop_connect_rate=drop_connect,
     )
     state = None
@@ -103,9 +105,9 @@ def efficientnet_lite0(*, num_classes: int, in_chans: int, pretrained: bool = Tr
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
     if in_chans != 3:
         stem = model._conv_stem
-        new_stem = type(stem)(in_chans, stem.out_channels, kernel_size=stem.kernel_size, stride=stem.stride,
-                              bias=False, image_size=image_size)
-        model._conv_stem = new_stem
+        conv = get_same_padding_conv2d(image_size=None)
+        model._conv_stem = conv(in_chans, stem.out_channels, kernel_size=stem.kernel_size, stride=stem.stride,
+                                bias=False)
         if state is not None:
             state["_conv_stem.weight"] = adapt_input_conv(state["_conv_stem.weight"], in_chans)
     if state is not None:
@@ -168,6 +170,17 @@ class SmallCNN(nn.Module):
 )
 def small_cnn(*, num_classes: int, in_chans: int, width: int = 32, dropout: float = 0.2) -> nn.Module:
     return SmallCNN(num_classes, in_chans, width=width, dropout=dropout)
+
+
+def leading_stages(name: str, model: nn.Module) -> list[nn.Module]:
+    """Modules from the input onwards, so that training can freeze the first few of a pretrained backbone."""
+    if name == "efficientnet_lite0":
+        return [nn.ModuleList([model._conv_stem, model._bn0]), *model._blocks]
+    if name == "resnet18":
+        return [nn.ModuleList([model.conv1, model.bn1]), model.layer1, model.layer2, model.layer3, model.layer4]
+    if name == "small_cnn":
+        return list(model.features)
+    raise ValueError(f"unknown model {name!r}; registered models: {', '.join(list_models())}")
 
 
 def penultimate_features(name: str, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,45 @@
+"""Calibration on the validation split: temperature scaling and the operating threshold on P(malignant)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray, max_iter: int = 200) -> float:
+    """One scalar T minimising the NLL of softmax(logits / T) (Guo et al. 2017, "On Calibration of Modern
+    Neural Networks"). ``logits`` (N, C), ``labels`` (N,) int. T > 1 softens over-confident networks."""
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # T = exp(log_t) stays positive
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.detach().exp().clamp(0.05, 20.0))
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """(N, C) logits -> (N, C) probabilities of softmax(logits / T), float64."""
+    z = np.asarray(logits, dtype=np.float64) / temperature
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def choose_threshold(p_malignant: np.ndarray, is_malignant: np.ndarray, min_sensitivity: float = 0.90) -> float:
+    """The highest threshold t with sensitivity(P >= t) >= ``min_sensitivity`` on these (validation) cases.
+
+    Highest, because among thresholds that catch enough cancers it flags the fewest benign lesions.
+    """
+    p = np.asarray(p_malignant, dtype=np.float64)
+    pos = np.sort(p[np.asarray(is_malignant, dtype=bool)])[::-1]
+    if pos.size == 0:
+        raise ValueError("cannot choose a threshold: no malignant cases in the calibration set")
+    needed = int(np.ceil(min_sensitivity * pos.size))  # flag at least this many of the positives
+    return float(pos[needed - 1])

@@ -1,0 +1,52 @@
+"""Weights on disk: safetensors only (no pickled models), with a SHA-256 the card records and loading verifies."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import ModelLoadError
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_weights(model: nn.Module, path: str | Path) -> str:
+    """Write the state dict as safetensors; returns its SHA-256."""
+    state = {k: v.detach().cpu().contiguous() for k, v in unwrap(model).state_dict().items()}
+    save_file(state, str(path))
+    return sha256_file(path)
+
+
+def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None = None) -> nn.Module:
+    """Load safetensors weights into ``model``, refusing a file whose SHA-256 differs from the card's."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"weights file {path} not found; the model folder is incomplete")
+    if expected_sha256:
+        actual = sha256_file(path)
+        if actual != expected_sha256:
+            raise ModelLoadError(
+                f"weights file {path.name} has SHA-256 {actual[:12]}…, but the model card expects "
+                f"{expected_sha256[:12]}…; the file was changed or corrupted — reinstall the model"
+            )
+    try:
+        state = load_file(str(path))
+        unwrap(model).load_state_dict(state, strict=True)
+    except (RuntimeError, OSError, ValueError) as e:
+        raise ModelLoadError(f"weights in {path} do not fit the architecture in the card: {e}") from e
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module inside DistributedDataParallel (state dict keys without ``module.``)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

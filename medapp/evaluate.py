@@ -1,0 +1,171 @@
+"""Evaluation: score a model folder on a held-out split and write ``metrics.json`` (the dashboard only plots it).
+
+Select on validation, report test: run ``--split test`` once per shipped model. The headline is malignant vs
+rest on calibrated P(malignant); ``accuracy`` at P >= 0.5 matches MedMNIST's ACC, and sensitivity, specificity,
+PPV and NPV are reported at the card's operating threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .calibrate import softmax
+from .card import METRICS_FILE, ModelCard
+from .checkpoint import load_weights
+from .data import Split, load_breastmnist, load_busi_records, load_squares
+from .metrics import (
+    binary_auc,
+    bootstrap_auc_ci,
+    curve_points,
+    expected_calibration_error,
+    multiclass_summary,
+    operating_point,
+    reliability_bins,
+)
+from .models import create_model
+from .preprocess import resize_to_square
+from .train import predict_logits
+
+log = logging.getLogger(__name__)
+
+# Published BreastMNIST test-split results this model is compared with (malignant vs rest, 156 images).
+ANCHORS: list[dict[str, Any]] = [
+    {"model": "ResNet-18 (28 px)", "auc": 0.901, "accuracy": 0.863,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "ResNet-18 (224 px)", "auc": 0.891, "accuracy": 0.833,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "ResNet-50 (28 px)", "auc": 0.857, "accuracy": 0.812,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "ResNet-50 (224 px)", "auc": 0.866, "accuracy": 0.842,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "auto-sklearn", "auc": 0.836, "accuracy": 0.803,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "AutoKeras", "auc": 0.871, "accuracy": 0.831,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "Google AutoML Vision", "auc": 0.919, "accuracy": 0.861,
+     "source": "MedMNIST v2, Yang et al., Scientific Data 10:41 (2023), Table 3"},
+    {"model": "AlexNet (128 px), best published", "auc": 0.940, "accuracy": 0.906,
+     "source": "MedMNIST+, Doerrich et al., arXiv:2404.15786 (2024)"},
+]
+
+
+def load_model(model_dir: str | Path) -> tuple[ModelCard, torch.nn.Module]:
+    """Card + eval-mode model with checksum-verified weights."""
+    from .card import WEIGHTS_FILE
+
+    card = ModelCard.load(model_dir)
+    model = create_model(card.architecture, num_classes=len(card.class_names), in_chans=card.input.channels,
+                         **card.model_args)
+    load_weights(model, Path(model_dir) / WEIGHTS_FILE, card.weights_sha256)
+    return card, model.eval()
+
+
+def binary_report(card: ModelCard, is_malignant: np.ndarray, p_mal: np.ndarray, p_mal_raw: np.ndarray,
+                  n_boot: int) -> dict[str, Any]:
+    """Malignant-vs-rest metrics shared by the BUSI and BreastMNIST modes."""
+    auc = binary_auc(is_malignant, p_mal)
+    at_threshold = operating_point(is_malignant, p_mal, card.threshold)
+    return {
+        "auc": auc,
+        "auc_ci": list(bootstrap_auc_ci(is_malignant, p_mal, n_boot=n_boot)),
+        "accuracy": operating_point(is_malignant, p_mal, 0.5)["accuracy"],
+        "threshold": card.threshold,
+        **{k: at_threshold[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
+        "n_positive": int(is_malignant.sum()),
+        "n_negative": int((~is_malignant).sum()),
+        "ece": expected_calibration_error(is_malignant, p_mal),
+        "ece_uncalibrated": expected_calibration_error(is_malignant, p_mal_raw),
+        "curves": {
+            **curve_points(is_malignant, p_mal),
+            "reliability": {"calibrated": reliability_bins(is_malignant, p_mal),
+                            "uncalibrated": reliability_bins(is_malignant, p_mal_raw)},
+        },
+    }
+
+
+def evaluate_busi(model_dir: str | Path, split: str = "test", *, n_boot: int = 2000,
+                  localization: bool = False) -> dict[str, Any]:
+    card, model = load_model(model_dir)
+    records = load_busi_records(Split.parse(split))
+    logits = predict_logits(model, load_squares(records, card.input, progress=True), card.input)
+    labels = np.array([card.class_names.index(r.label) for r in records])
+    probs, probs_raw = softmax(logits, card.temperature), softmax(logits)
+    m = card.malignant_index
+    is_mal = labels == m
+    result: dict[str, Any] = {
+        "model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,
+        "dataset": "busi", "split": split, "n": len(records),
+        **binary_report(card, is_mal, probs[:, m], probs_raw[:, m], n_boot),
+        **multiclass_summary(labels, probs, len(card.class_names)),
+        "class_names": list(card.class_names),
+        "temperature": card.temperature,
+        "anchors": ANCHORS,
+        "predictions": [{"image": r.image, "label": r.label, "p_malignant": float(p)}
+                        for r, p in zip(records, probs[:, m], strict=True)],
+    }
+    if localization:
+        from .localization import evaluate_localization, scope_pass_rate
+        from .predict import Predictor
+
+        predictor = Predictor.from_dir(model_dir)
+        result["localization"] = evaluate_localization(predictor, records)
+        result["scope_pass_rate"] = scope_pass_rate(predictor, records)
+    return result
+
+
+def evaluate_breastmnist(model_dir: str | Path, split: str = "test", *, n_boot: int = 2000) -> dict[str, Any]:
+    """The same model and preprocessing on the official 28 px file (upsampled by the card's resize policy)."""
+    card, model = load_model(model_dir)
+    data = load_breastmnist(split)
+    squares = np.stack([resize_to_square(img.astype(np.float32) / 255.0, card.input) for img in data.images])
+    logits = predict_logits(model, squares, card.input)
+    m = card.malignant_index
+    p_mal, p_raw = softmax(logits, card.temperature)[:, m], softmax(logits)[:, m]
+    return {"model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,
+            "dataset": "breastmnist", "split": split, "n": len(p_mal),
+            **binary_report(card, data.malignant, p_mal, p_raw, n_boot), "anchors": ANCHORS}
+
+
+def metrics_filename(dataset: str, split: str) -> str:
+    """``metrics.json`` for the BUSI test split (what the dashboard shows); a distinct name for anything else."""
+    return METRICS_FILE if (dataset, split) == ("busi", "test") else f"metrics_{dataset}_{split}.json"
+
+
+def evaluate(model_dir: str | Path, *, split: str = "test", dataset: str = "busi", localization: bool = False,
+             json_path: str | Path | None = None, plots: bool = True, n_boot: int = 2000) -> dict[str, Any]:
+    """Evaluate, write the metrics file (and ``json_path``), plots, and the card's summary of them."""
+    if dataset == "busi":
+        result = evaluate_busi(model_dir, split, n_boot=n_boot, localization=localization)
+    elif dataset == "breastmnist":
+        result = evaluate_breastmnist(model_dir, split, n_boot=n_boot)
+    else:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of: busi, breastmnist")
+    text = json.dumps(result, indent=1, allow_nan=True) + "\n"
+    out = Path(model_dir) / metrics_filename(dataset, split)
+    out.write_text(text)
+    if json_path is not None:
+        Path(json_path).write_text(text)
+    if plots:
+        from .plots import write_plots
+
+        write_plots(result, Path(model_dir) / "plots", prefix=f"{dataset}_{split}")
+    log.info("wrote %s", out)
+    return result
+
+
+SUMMARY_KEYS = ("n", "auc", "auc_ci", "accuracy", "threshold", "sensitivity", "specificity", "ppv", "npv",
+                "accuracy_3class", "macro_auc_3class", "ece", "ece_uncalibrated", "scope_pass_rate")
+
+
+def summarize(result: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a metrics dict, for the model card."""
+    summary = {k: result[k] for k in SUMMARY_KEYS if k in result}
+    if "localization" in result:
+        summary["localization"] = result["localization"]
+    return summary

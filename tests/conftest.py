@@ -1,0 +1,27 @@
+"""Fixtures shared by every test: the data folder and the shipped model, each skipping clearly when absent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medapp.data import data_dir
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def busi_dir() -> Path:
+    root = data_dir()
+    if not (root / "busi" / "splits.csv").is_file():
+        pytest.skip(f"BUSI data not found at {root} (set MEDAPP_DATA_DIR to the folder holding busi/)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shipped_model_dir() -> Path:
+    cards = sorted(PROJECT_ROOT.glob("models/*/model_card.json"))
+    if not cards:
+        pytest.skip("no shipped model under models/ yet")
+    return cards[0].parent
