@@ -1,0 +1,118 @@
+"""Builders shared by the intake tests: synthetic DICOMs (one full of PHI), raster files and a bad-input corpus.
+
+Imported by test_imaging.py, test_privacy.py and test_inspect_cli.py (not a conftest: the lead owns that).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, UltrasoundImageStorage
+
+from medapp.data import data_dir
+
+# Every value here must never appear in anything medapp shows, logs or writes.
+PHI = {
+    "PatientName": "Doe^Jane^Quincy",
+    "PatientID": "PID-99887766",
+    "PatientBirthDate": "19610203",
+    "AccessionNumber": "ACC5551234",
+    "InstitutionName": "St Elsewhere General Hospital",
+    "ReferringPhysicianName": "House^Gregory",
+    "OperatorsName": "Operator^Olga",
+    "StudyID": "STUDY-4242",
+    "ImageComments": "Jane has a lump left breast",
+}
+PRIVATE_VALUE = "SECRET-PRIVATE-VALUE-777"
+STUDY_UID = "1.2.826.0.1.3680043.9.9999.1.1"
+SERIES_UID = "1.2.826.0.1.3680043.9.9999.1.2"
+SOP_UID = "1.2.826.0.1.3680043.9.9999.1.3"
+PHI_STRINGS = [*PHI.values(), "Doe", "Quincy", "Gregory", "Elsewhere", PRIVATE_VALUE, STUDY_UID, SERIES_UID, SOP_UID]
+
+
+def dicom_data_dir() -> Path:
+    """The shared ``data/dicom`` folder, or skip the test clearly."""
+    root = data_dir() / "dicom"
+    if not root.is_dir():
+        pytest.skip(f"shared DICOM files not found at {root} (set MEDAPP_DATA_DIR to the folder holding dicom/)")
+    return root
+
+
+def make_dataset(
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    modality: str = "OT",
+    signed: bool = False,
+    bits_stored: int | None = None,
+    **attrs: object,
+) -> Dataset:
+    """A minimal uncompressed DICOM around ``pixels`` ((H, W) or (H, W, 3), uint8/uint16/int16)."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    sop_class = UltrasoundImageStorage if modality == "US" else SecondaryCaptureImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPInstanceUID = SOP_UID
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, SOP_UID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = STUDY_UID, SERIES_UID
+    ds.Modality = modality
+    bits = pixels.dtype.itemsize * 8
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = 3 if pixels.ndim == 3 else 1
+    if pixels.ndim == 3:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits_stored or bits, (bits_stored or bits) - 1
+    ds.PixelRepresentation = int(signed)
+    for keyword, value in attrs.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    return ds
+
+
+def dicom_bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def phi_dataset(*, burned_in: str | None = "NO") -> Dataset:
+    """An ultrasound DICOM carrying every PHI field of :data:`PHI` plus a private tag."""
+    gradient = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
+    ds = make_dataset(gradient, modality="US", Manufacturer="ACME Medical", **PHI)
+    if burned_in is not None:
+        ds.BurnedInAnnotation = burned_in
+    ds.private_block(0x0011, "ACME PRIVATE", create=True).add_new(0x01, "LO", PRIVATE_VALUE)
+    return ds
+
+
+def encode(array: np.ndarray, fmt: str, **save: object) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A ~100-byte PNG whose header declares width x height 8-bit grey pixels (a decompression bomb's header)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def pdf_bytes() -> bytes:
+    return (
+        b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] /Count 0 >> "
+        b"endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
+    )
