@@ -1,0 +1,16 @@
+"""medapp's web app: the frame. Pages live in pages/ and call medapp; run with `streamlit run app.py`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.common import sidebar
+
+st.set_page_config(page_title="medapp · breast ultrasound", page_icon=":material/radiology:", layout="wide")
+navigation = st.navigation([
+    st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
+    st.Page("pages/performance.py", title="Model performance", icon=":material/monitoring:"),
+    st.Page("pages/model_card.py", title="Model card", icon=":material/description:"),
+])
+sidebar()
+navigation.run()

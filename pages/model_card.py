@@ -1,0 +1,16 @@
+"""Model card: what the model is for, what it is not for, what it learned from, and how good it is."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from medapp.performance import card_sections
+from pages.common import get_predictor
+
+st.title("Model card")
+predictor = get_predictor()
+if predictor is None:
+    st.stop()
+for title, body in card_sections(predictor.card):
+    st.subheader(title)
+    st.markdown(body)

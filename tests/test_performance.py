@@ -1,0 +1,99 @@
+"""The dashboard's numbers: threshold explorer from stored ROC points, anchors, localisation rows, charts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from medapp import performance as perf
+from medapp.metrics import operating_point
+from tests.app_fixtures import fake_metrics, shipped_model_dirs, write_fake_model_files
+
+# Hand-built: 2 positives (scores 0.9, 0.4), 3 negatives (0.7, 0.3, 0.1); roc_curve without dropped points.
+TINY = {
+    "n_positive": 2, "n_negative": 3,
+    "curves": {"roc": {"thresholds": [1.0, 0.9, 0.7, 0.4, 0.3, 0.1],
+                       "fpr": [0, 0, 1 / 3, 1 / 3, 2 / 3, 1], "tpr": [0, 0.5, 0.5, 1, 1, 1]}},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("threshold", "tp", "fp", "sens", "spec", "ppv", "npv"),
+    [
+        (0.95, 0, 0, 0.0, 1.0, math.nan, 3 / 5),  # nothing flagged: PPV undefined
+        (0.9, 1, 0, 0.5, 1.0, 1.0, 3 / 4),
+        (0.8, 1, 0, 0.5, 1.0, 1.0, 3 / 4),  # between 0.9 and 0.7: the 0.9 point is in force
+        (0.5, 1, 1, 0.5, 2 / 3, 0.5, 2 / 3),
+        (0.4, 2, 1, 1.0, 2 / 3, 2 / 3, 1.0),
+        (0.05, 2, 3, 1.0, 0.0, 0.4, math.nan),  # everything flagged: NPV undefined
+    ],
+)
+def test_operating_point_hand_checked(threshold, tp, fp, sens, spec, ppv, npv):
+    op = perf.operating_point_at(TINY, threshold)
+    assert (op.tp, op.fp, op.tn + op.fp, op.fn + op.tp) == (tp, fp, 3, 2)
+    for got, want in ((op.sensitivity, sens), (op.specificity, spec), (op.ppv, ppv), (op.npv, npv)):
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
+
+
+def test_operating_point_matches_predictions_at_stored_thresholds():
+    """At every stored ROC threshold, the explorer equals scoring the stored per-image predictions."""
+    m = fake_metrics()
+    y = np.array([p["label"] == "malignant" for p in m["predictions"]])
+    s = np.array([p["p_malignant"] for p in m["predictions"]])
+    for t in m["curves"]["roc"]["thresholds"][1:]:
+        direct, op = operating_point(y, s, t), perf.operating_point_at(m, t)
+        assert (op.tp, op.fp, op.tn, op.fn) == (direct["tp"], direct["fp"], direct["tn"], direct["fn"])
+    at_card = perf.operating_point_at(m, m["threshold"])
+    assert at_card.sensitivity == pytest.approx(m["sensitivity"]) or at_card.sensitivity <= m["sensitivity"]
+
+
+def test_anchor_rows_put_this_model_among_published_results():
+    m = fake_metrics()
+    rows = perf.anchor_rows(m)
+    assert len(rows) == len(m["anchors"]) + 1
+    assert sum("(this model)" in r["model"] for r in rows) == 1
+    aucs = [r["auc"] for r in rows]
+    assert aucs == sorted(aucs, reverse=True)
+
+
+def test_localization_rows_mark_default_and_baseline():
+    rows = perf.localization_rows(fake_metrics())
+    names = [r["method"] for r in rows]
+    assert "gradcam (default)" in names and "centre prior (baseline)" in names and len(rows) == 3
+
+
+def test_headline_formats_nan_as_not_available():
+    m = fake_metrics()
+    m["ece"] = float("nan")
+    values = {label: value for label, value, _ in perf.headline(m)}
+    assert values["Calibration error"] == "n/a" and values["AUC"] == f"{m['auc']:.3f}"
+
+
+def test_every_chart_renders_from_files(tmp_path):
+    model_dir = write_fake_model_files(tmp_path / "m")
+    metrics, history = perf.load_metrics(model_dir), perf.load_history(model_dir)
+    charts = perf.render_charts(metrics, history)
+    assert list(charts) == list(perf.CHARTS)
+    assert all(png.startswith(b"\x89PNG") and len(png) > 5000 for png in charts.values())
+
+
+def test_missing_files_give_none_and_fewer_charts(tmp_path):
+    assert perf.load_metrics(tmp_path) is None and perf.load_history(tmp_path) is None
+    m = fake_metrics()
+    del m["localization"]
+    assert perf.available_charts(m, None) == ["roc", "pr", "confusion", "reliability"]
+    with pytest.raises(ValueError, match="choose one of"):
+        perf.chart_figure("pie", m, None)
+
+
+@pytest.mark.parametrize("model_dir", shipped_model_dirs() or [None])
+def test_shipped_metrics_render(model_dir):
+    if model_dir is None or perf.load_metrics(model_dir) is None:
+        pytest.skip("no shipped model with metrics.json under models/ yet")
+    metrics = perf.load_metrics(model_dir)
+    charts = perf.render_charts(metrics, perf.load_history(model_dir))
+    assert {"roc", "pr", "confusion", "reliability"} <= set(charts)
+    op = perf.operating_point_at(metrics, metrics["threshold"])
+    assert op.sensitivity == pytest.approx(metrics["sensitivity"], abs=0.02)

@@ -1,0 +1,63 @@
+"""The PDF report and overlay PNG: everything the issue lists is in them, and nothing identifying is."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+import numpy as np
+from PIL import Image
+from pypdf import PdfReader
+
+from medapp.card import ModelCard
+from medapp.explain import overlay_heatmap
+from medapp.report import DECISION_SUPPORT, build_report_pdf, overlay_png
+from tests.app_fixtures import make_image, make_prediction
+
+CARD = ModelCard(name="test_model", architecture="small_cnn", version="9.9.9",
+                 intended_use="Second reader for breast ultrasound in adults.",
+                 out_of_scope_use="Mammography, MRI, children.")
+WHEN = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+def _pdf_text(pdf: bytes) -> tuple[str, PdfReader]:
+    reader = PdfReader(io.BytesIO(pdf))
+    return " ".join(" ".join(page.extract_text().split()) for page in reader.pages), reader
+
+
+def test_report_holds_result_model_time_and_intended_use():
+    image = make_image()
+    image.metadata["patient_name"] = "Jane Doe"  # intake never puts it there; the report must not print metadata
+    prediction = make_prediction(0.62)
+    overlay = overlay_heatmap(image.display, prediction.heatmap, opacity=0.4)
+    pdf = build_report_pdf(image, prediction, CARD, file_sha256="cd" * 32, overlay=overlay, created=WHEN)
+    text, reader = _pdf_text(pdf)
+    assert pdf.startswith(b"%PDF") and len(reader.pages) == 1
+    for expected in (DECISION_SUPPORT, "62.0%", prediction.category.label, "30.0%", "normal 19.0%",
+                     "±3.0%", "within intended use", "test_model 9.9.9", "ab" * 32, "2026-01-02 03:04:05 UTC",
+                     CARD.intended_use, CARD.out_of_scope_use, "cd" * 32, "gradcam"):
+        assert " ".join(expected.split()) in text, expected
+    assert "Jane" not in text
+    images = [im for page in reader.pages for im in page.images]
+    assert len(images) == 2  # the image and the overlay
+    meta = {k: str(v) for k, v in (reader.metadata or {}).items()}
+    assert "/Author" not in meta and meta.get("/Creator") == "medapp"
+
+
+def test_out_of_scope_report_shows_no_probability_or_overlay():
+    image = make_image()
+    prediction = make_prediction(0.9, in_scope=False)
+    overlay = overlay_heatmap(image.display, prediction.heatmap)
+    text, reader = _pdf_text(build_report_pdf(image, prediction, CARD, file_sha256="cd" * 32, overlay=overlay))
+    assert "OUTSIDE INTENDED USE" in text and prediction.out_of_scope_reasons[0] in text
+    assert "P(malignant)" not in text and "90.0%" not in text and prediction.category.label not in text
+    assert len([im for page in reader.pages for im in page.images]) == 1
+
+
+def test_overlay_png_round_trips_without_metadata():
+    rgb = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    data = overlay_png(rgb)
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG" and np.array_equal(np.asarray(im), rgb)
+        assert not im.info.get("dpi") and not any(k for k in im.info if k not in ("dpi", "gamma"))
+    assert b"tEXt" not in data and b"iTXt" not in data and b"eXIf" not in data
