@@ -1,14 +1,142 @@
-"""``python -m medapp predict``."""
+"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR] [--json]``.
+
+A PATH may be a file or a folder (its images, not recursive), processed in batches. A refused file is reported
+as ``error: FILE: message`` on stderr and the others are still processed; the exit status is then 2.
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from ..imaging import MedicalImage
+    from ..predict import Prediction
+
+# Files a folder contributes: common raster formats, DICOM, and files with no extension (DICOM from a PACS).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".gif", ".webp"})
+EXIT_ERROR = 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("predict", help="(not yet implemented)")
+    from ..explain import list_cam_methods
+
+    parser = sub.add_parser("predict", help="predict images or folders with the shipped (or a given) model")
+    parser.add_argument("paths", nargs="+", metavar="PATH", help="image file or folder of images")
+    parser.add_argument("--model", help="model folder (default: $MEDAPP_MODEL_DIR or the shipped model)")
+    parser.add_argument("--cam", default=None, metavar="METHOD",
+                        help=f"heatmap method: {', '.join(list_cam_methods(True))} (default: the card's, gradcam)")
+    parser.add_argument("--allow-slow-cam", action="store_true", help="allow scorecam and ablationcam")
+    parser.add_argument("--target", default=None, help="class the heatmap explains (default: the predicted one)")
+    parser.add_argument("--overlay-dir", type=Path, help="write <name>_overlay.png heatmap overlays here")
+    parser.add_argument("--opacity", type=float, default=0.5, help="overlay heatmap opacity in [0, 1]")
+    parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation (no uncertainty)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line per image")
     parser.set_defaults(run=run)
 
 
+def expand_paths(paths: list[str]) -> Iterator[tuple[Path, str | None]]:
+    """(file, None) for each input file, or (path, message) for a path that cannot be read."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")
+                           and (p.suffix.lower() in IMAGE_SUFFIXES or not p.suffix))
+            if not files:
+                yield path, "folder holds no image files (PNG, JPEG, BMP, TIFF or DICOM)"
+            yield from ((f, None) for f in files)
+        elif path.is_file():
+            yield path, None
+        else:
+            yield path, "no such file or folder"
+
+
 def run(args: argparse.Namespace) -> int:
-    raise NotImplementedError("predict")
+    from ..errors import MedAppError
+    from ..explain import check_cam_method
+    from ..imaging import load_image
+    from ..predict import Predictor
+
+    if args.batch_size < 1:
+        raise SystemExit("error: --batch-size must be at least 1")
+    try:
+        if args.cam:
+            check_cam_method(args.cam, args.allow_slow_cam)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    predictor = Predictor.from_dir(args.model)
+    if args.overlay_dir:
+        args.overlay_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    batch: list[tuple[Path, str, float, MedicalImage]] = []
+    written: set[Path] = set()
+
+    def flush() -> None:
+        if not batch:
+            return
+        preds = predictor.predict_batch([b[3] for b in batch], cam_method=args.cam, target=args.target,
+                                        tta=not args.no_tta, explain=args.overlay_dir is not None,
+                                        allow_slow_cam=args.allow_slow_cam)
+        for (path, digest, decode_ms, image), pred in zip(batch, preds):
+            pred.timing_ms = {"decode": decode_ms, **pred.timing_ms, "total": pred.timing_ms["total"] + decode_ms}
+            if args.overlay_dir is not None and pred.heatmap is not None:
+                written.add(_write_overlay(args.overlay_dir, path, image, pred.heatmap, args.opacity, written))
+            if args.json:
+                print(json.dumps({"file": str(path), "file_sha256": digest, **pred.to_dict()}), flush=True)
+            else:
+                print(_human_line(path, pred), flush=True)
+        batch.clear()
+
+    for path, problem in expand_paths(args.paths):
+        if problem:
+            print(f"error: {path}: {problem}", file=sys.stderr)
+            failures += 1
+            continue
+        t0 = time.perf_counter()
+        try:
+            data = path.read_bytes()
+            image = load_image(data)
+        except (MedAppError, OSError) as e:
+            print(f"error: {path}: {e}", file=sys.stderr)
+            failures += 1
+            continue
+        batch.append((path, hashlib.sha256(data).hexdigest(), (time.perf_counter() - t0) * 1000.0, image))
+        if len(batch) >= args.batch_size:
+            flush()
+    flush()
+    return EXIT_ERROR if failures else 0
+
+
+def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.ndarray, opacity: float,
+                   written: set[Path]) -> Path:
+    """Save the overlay PNG; two inputs with the same stem in one run get ``_2``, ``_3`` ... suffixes."""
+    from PIL import Image
+
+    from ..explain import overlay_heatmap
+
+    out = folder / f"{path.stem}_overlay.png"
+    n = 1
+    while out in written:
+        n += 1
+        out = folder / f"{path.stem}_overlay_{n}.png"
+    Image.fromarray(overlay_heatmap(image.display, heatmap, opacity=opacity)).save(out)
+    return out
+
+
+def _human_line(path: Path, pred: Prediction) -> str:
+    if not pred.in_scope:
+        return f"{path}: OUTSIDE INTENDED USE — {'; '.join(pred.out_of_scope_reasons)}"
+    flag = "  [low confidence]" if pred.low_confidence else ""
+    return (f"{path}: P(malignant) {pred.p_malignant:.1%} (threshold {pred.threshold:.1%}, "
+            f"{'FLAGGED' if pred.decision else 'not flagged'}); {pred.category.label}; top class {pred.label}; "
+            f"uncertainty ±{pred.uncertainty:.1%}{flag}")

@@ -1,0 +1,48 @@
+"""Likelihood categories: the BI-RADS likelihood bands, their edges, monotonicity and wording."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medapp.likelihood import BANDS, CATEGORIES, DISCLAIMER, band_for, categorize_likelihood
+
+
+@pytest.mark.parametrize(
+    ("p", "code"),
+    [(0.0, "3"), (0.01, "3"), (0.02, "3"), (0.0201, "4A"), (0.05, "4A"), (0.10, "4A"), (0.1001, "4B"),
+     (0.30, "4B"), (0.50, "4B"), (0.5001, "4C"), (0.80, "4C"), (0.9499, "4C"), (0.95, "5"), (1.0, "5")],
+)
+def test_band_edges_follow_birads(p: float, code: str) -> None:
+    assert band_for(p).code == code
+
+
+@pytest.mark.parametrize("label", [None, "normal", "benign", "malignant"])
+@pytest.mark.parametrize("threshold", [None, 0.05, 0.3])
+def test_categories_monotone_in_p_malignant(label: str | None, threshold: float | None) -> None:
+    ranks = [categorize_likelihood(p, label=label, threshold=threshold).rank for p in np.linspace(0, 1, 2001)]
+    assert all(a <= b for a, b in zip(ranks, ranks[1:]))
+    assert ranks[-1] == 5
+
+
+@pytest.mark.parametrize(
+    ("p", "label", "threshold", "code"),
+    [(0.01, "normal", 0.3, "normal"), (0.08, "normal", 0.3, "normal"), (0.08, "normal", 0.05, "4A"),
+     (0.2, "normal", 0.3, "4B"), (0.01, "benign", 0.3, "3"), (0.01, "normal", None, "normal")],
+)
+def test_normal_wording_only_for_low_estimates(p: float, label: str, threshold: float | None, code: str) -> None:
+    assert categorize_likelihood(p, label=label, threshold=threshold).code == code
+
+
+def test_wording_is_a_model_estimate_not_an_assessment() -> None:
+    for category in CATEGORIES.values():
+        assert category.label.startswith("Model estimate")
+    assert "not a BI-RADS assessment" in DISCLAIMER
+    assert [b.code for b in BANDS] == ["3", "4A", "4B", "4C", "5"]
+    assert "10–50%" in CATEGORIES["4B"].label
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.2, float("nan")])
+def test_invalid_probability_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="probability in"):
+        band_for(bad)

@@ -1,0 +1,53 @@
+"""Image-quality flags: table-driven on synthetic images with hand-checked statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from model_fixtures import speckle_image
+
+from medapp.quality import QualityFlag, assess_quality, describe_flag
+
+
+def _white_heavy() -> np.ndarray:
+    img = speckle_image(300, 400)
+    img[:, :100] = 1.0  # a quarter at full white
+    return img
+
+
+def _black_heavy() -> np.ndarray:
+    img = speckle_image(300, 400)
+    img[:, :360] = 0.0  # 90% at full black
+    return img
+
+
+@pytest.mark.parametrize(
+    ("name", "pixels", "flags"),
+    [
+        ("ultrasound-like", speckle_image(300, 400), []),
+        ("thumbnail", speckle_image(28, 28), [QualityFlag.TOO_SMALL]),
+        ("just under min side", speckle_image(127, 400), [QualityFlag.TOO_SMALL]),
+        ("at min side", speckle_image(128, 400), []),
+        ("blank black", np.zeros((300, 400), np.float32), [QualityFlag.NEARLY_CONSTANT]),
+        ("blank grey", np.full((300, 400), 0.5, np.float32), [QualityFlag.NEARLY_CONSTANT]),
+        ("faint ramp", np.tile(np.linspace(0.5, 0.55, 400, dtype=np.float32), (300, 1)),
+         [QualityFlag.NEARLY_CONSTANT]),
+        ("white clipped", _white_heavy(), [QualityFlag.SATURATED]),
+        ("black clipped", _black_heavy(), [QualityFlag.SATURATED]),
+        ("tiny and blank", np.zeros((28, 28), np.float32), [QualityFlag.TOO_SMALL, QualityFlag.NEARLY_CONSTANT]),
+    ],
+)
+def test_quality_flags(name: str, pixels: np.ndarray, flags: list[QualityFlag]) -> None:
+    assert assess_quality(pixels) == flags, name
+
+
+def test_flag_wording_says_what_to_do() -> None:
+    assert "28x28 px" in describe_flag("too_small", (28, 28))
+    assert "at least 128 px" in describe_flag(QualityFlag.TOO_SMALL)
+    with pytest.raises(ValueError, match="valid: too_small"):
+        describe_flag("blurry")
+
+
+def test_rgb_refused() -> None:
+    with pytest.raises(ValueError, match=r"\(H, W\) grayscale"):
+        assess_quality(np.zeros((10, 10, 3), np.float32))

@@ -1,0 +1,94 @@
+"""Scope gate: fitting and loading, and the acceptance numbers on the shipped model (in-scope pass rate on the
+BUSI test split, out-of-scope flag rate on real out-of-scope images)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from model_fixtures import TINY_SIZE, out_of_scope_set, speckle_image, tiny_model_dir  # noqa: F401
+
+from medapp.card import InputSpec, ModelCard
+from medapp.errors import ModelLoadError
+from medapp.models import create_model
+from medapp.predict import Predictor
+from medapp.preprocess import resize_to_square
+from medapp.scope import IN_SCOPE_QUANTILE, ScopeGate, extract_features, fit_scope_gate
+
+
+def _squares(n: int, offset: int = 0) -> np.ndarray:
+    spec = InputSpec(size=TINY_SIZE)
+    return np.stack([resize_to_square(speckle_image(200, 260, seed=offset + i), spec) for i in range(n)])
+
+
+def test_fit_sets_threshold_on_validation_and_round_trips(tmp_path: Path) -> None:
+    model = create_model("small_cnn", num_classes=3, in_chans=1, width=8).eval()
+    card = ModelCard(name="t", architecture="small_cnn", model_args={"width": 8}, input=InputSpec(size=TINY_SIZE))
+    train, val = _squares(60), _squares(40, offset=100)
+    gate = fit_scope_gate(model, card, train, val, tmp_path)
+    val_scores = gate.score(extract_features(model, "small_cnn", val, card.input))
+    assert gate.passes(val_scores).mean() == pytest.approx(IN_SCOPE_QUANTILE, abs=0.03)
+    assert card.scope["method"] == "mahalanobis" and card.scope["threshold"] == gate.threshold
+    assert len(card.scope_sha256) == 64
+    loaded = ScopeGate.load(tmp_path, card)
+    np.testing.assert_allclose(loaded.score(extract_features(model, "small_cnn", val, card.input)), val_scores,
+                               rtol=1e-4)
+    # features far from the training images score far above the threshold
+    assert gate.score(np.full((1, gate.mean.size), 50.0))[0] > 10 * gate.threshold
+
+
+def test_hand_checked_mahalanobis() -> None:
+    gate = ScopeGate(mean=np.array([1.0, 0.0]), precision=np.diag([1.0, 0.25]), threshold=2.0)
+    np.testing.assert_allclose(gate.score(np.array([[1.0, 0.0], [4.0, 0.0], [1.0, 4.0]])), [0.0, 3.0, 2.0])
+    assert gate.passes(np.array([0.0, 3.0, 2.0])).tolist() == [True, False, True]
+
+
+def test_tampered_scope_file_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, folder)
+    data = bytearray((folder / "scope.safetensors").read_bytes())
+    data[-3] ^= 0x01
+    (folder / "scope.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="scope.safetensors .* does not match"):
+        Predictor.from_dir(folder)
+
+
+# --- acceptance on the shipped model ---
+
+@pytest.fixture(scope="module")
+def shipped_predictor(shipped_model_dir: Path) -> Predictor:
+    return Predictor.from_dir(shipped_model_dir)
+
+
+def test_out_of_scope_images_flagged(shipped_predictor: Predictor) -> None:
+    images, refused = out_of_scope_set()
+    assert len(images) >= 50, "the out-of-scope set is unexpectedly small"
+    preds = shipped_predictor.predict_batch([im for _, im in images], tta=False, explain=False)
+    missed = [(name, round(p.scope_score, 1)) for (name, _), p in zip(images, preds) if p.in_scope]
+    flagged = (len(images) - len(missed) + len(refused)) / (len(images) + len(refused))
+    assert flagged >= 0.95, f"only {flagged:.1%} flagged; passed the gate: {missed}"
+    assert all(p.decision_text.startswith("Outside intended use") for p in preds if not p.in_scope)
+
+
+@pytest.mark.slow
+def test_busi_test_split_passes_scope(shipped_predictor: Predictor, busi_dir: Path) -> None:
+    from medapp.data import load_busi_records
+    from medapp.localization import scope_pass_rate
+
+    rate = scope_pass_rate(shipped_predictor, load_busi_records("test", busi_dir), root=busi_dir)
+    assert rate >= 0.95, f"only {rate:.1%} of BUSI test images pass the scope gate"
+
+
+@pytest.mark.slow
+def test_localization_on_busi_test_lesions(shipped_predictor: Predictor, busi_dir: Path) -> None:
+    from medapp.data import load_busi_records
+    from medapp.localization import evaluate_localization
+
+    result = evaluate_localization(shipped_predictor, load_busi_records("test", busi_dir),
+                                   methods=[shipped_predictor.default_cam_method], root=busi_dir)
+    default = result[result["default"]]
+    assert default["n"] >= 100
+    assert default["pointing_game"] >= 0.80, result
+    assert default["pointing_game"] >= result["center_prior"]["pointing_game"] + 0.10, result
