@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.common import sidebar
+from pages.common import FRAME_KEY, return_to_page, sidebar
 
 st.set_page_config(page_title="medapp · breast ultrasound", page_icon=":material/radiology:", layout="wide")
 navigation = st.navigation([
@@ -12,5 +12,7 @@ navigation = st.navigation([
     st.Page("pages/performance.py", title="Model performance", icon=":material/monitoring:"),
     st.Page("pages/model_card.py", title="Model card", icon=":material/description:"),
 ])
+st.session_state[FRAME_KEY] = True
+return_to_page()
 sidebar()
 navigation.run()

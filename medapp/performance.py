@@ -43,10 +43,10 @@ CHARTS: dict[str, str] = {
 }
 
 
-def load_metrics(model_dir: str | Path) -> dict[str, Any] | None:
+def load_metrics(model_dir: str | Path | None) -> dict[str, Any] | None:
     """``metrics.json`` of a model folder as a dict (NaN allowed, as ``evaluate`` writes it), or None if absent."""
-    path = Path(model_dir) / METRICS_FILE
-    if not path.is_file():
+    path = Path(model_dir or "") / METRICS_FILE
+    if model_dir is None or not path.is_file():
         return None
     return json.loads(path.read_text())
 
@@ -318,10 +318,10 @@ BUSI_KNOWN_FLAWS = (
 )
 
 
-def card_sections(card: ModelCard) -> list[tuple[str, str]]:
-    """(title, markdown) sections of the Model card page, from the card with plain-word fallbacks."""
-    metrics = card.metrics or {}
-    if metrics:
+def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(title, markdown) sections of the Model card page, from the card (and ``metrics.json`` when given)."""
+    metrics = metrics or card.metrics or {}
+    if "auc" in metrics:
         lo, hi = metrics.get("auc_ci", (math.nan, math.nan))
         evaluation = (f"On the held-out test split (n={metrics.get('n', '?')}): AUC {_fmt(metrics.get('auc'))} "
                       f"(95% CI {_fmt(lo)}-{_fmt(hi)}), accuracy {_pct(metrics.get('accuracy'))} at P >= 0.5, "

@@ -18,6 +18,29 @@ from medapp.privacy import AuditLog
 from medapp.report import DECISION_SUPPORT
 
 
+FRAME_KEY = "medapp_frame"
+RETURN_KEY = "medapp_return_to"
+
+
+def require_frame(page_file: str) -> None:
+    """Run the page inside app.py's frame (sidebar, disclaimer, navigation); call first with ``__file__``.
+
+    On a fresh server, a deep link such as /performance makes Streamlit run the pages/ script by itself (its
+    pages-folder fallback, until app.py has called st.navigation once). Such a run goes through app.py and
+    comes back here (:func:`return_to_page`).
+    """
+    if not st.session_state.get(FRAME_KEY):
+        st.session_state[RETURN_KEY] = f"pages/{Path(page_file).name}"
+        st.switch_page("app.py")
+
+
+def return_to_page() -> None:
+    """In app.py, after st.navigation: go on to the page a deep link asked for, if any."""
+    target = st.session_state.pop(RETURN_KEY, None)
+    if target:
+        st.switch_page(target)
+
+
 @st.cache_resource(show_spinner="Loading the model…")
 def load_predictor(model_dir: str) -> Predictor:
     """Once per process, shared by every session (Predictor is thread-safe)."""

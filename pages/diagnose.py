@@ -7,7 +7,9 @@ import streamlit as st
 from medapp.analysis import Upload, Workspace, viewer_images, worklist_rows
 from medapp.explain import colorbar_image, list_cam_methods
 from medapp.report import build_report_pdf, overlay_png
-from pages.common import audit_log, get_predictor
+from pages.common import audit_log, get_predictor, require_frame
+
+require_frame(__file__)
 
 st.title("Diagnose")
 predictor = get_predictor()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.performance import card_sections
-from pages.common import get_predictor
+from medapp.performance import card_sections, load_metrics
+from pages.common import get_predictor, require_frame
+
+require_frame(__file__)
 
 st.title("Model card")
 predictor = get_predictor()
 if predictor is None:
     st.stop()
-for title, body in card_sections(predictor.card):
+for title, body in card_sections(predictor.card, load_metrics(predictor.model_dir)):
     st.subheader(title)
     st.markdown(body)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from medapp.performance import CHARTS, anchor_rows, headline, localization_rows, operating_point_at
-from pages.common import dashboard_files, model_dir_stamp
+from pages.common import dashboard_files, model_dir_stamp, require_frame
+
+require_frame(__file__)
 
 st.title("Model performance")
 stamp = model_dir_stamp()
@@ -29,9 +31,9 @@ st.caption(f"At {threshold:.3f}: {point.tp} malignant found, {point.fn} missed, 
            f"{point.tn} correctly not flagged (test split).")
 
 st.subheader("Charts")
-columns = st.columns(2)
+columns = st.columns(3)
 for i, (key, png) in enumerate(charts.items()):
-    columns[i % 2].image(png, caption=CHARTS[key], width="stretch")
+    columns[i % 3].image(png, caption=CHARTS[key], width="stretch")
 
 if localization_rows(metrics):
     st.subheader("Localisation on test lesions", help="Pointing game: heatmap peak inside the radiologist's mask.")

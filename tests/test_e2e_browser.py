@@ -1,0 +1,91 @@
+"""End to end in a real browser: `streamlit run app.py`, Debian's Chromium via Playwright, a real BUSI upload.
+
+Runs in the default suite (and in CI, where .ci/run installs chromium); skips only when /usr/bin/chromium or
+Playwright is missing. Screenshots go to docs/screenshots/ when the app runs the shipped model (the README embeds
+them); with a stand-in model they go to the test's temporary folder, so the docs never show a toy model.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+
+from medapp.report import DECISION_SUPPORT
+from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PROJECT_ROOT,
+    AppServer,
+    app_model_dir,
+    busi_test_image,
+    shipped_model_dirs,
+)
+
+SCREENSHOTS = PROJECT_ROOT / "docs" / "screenshots"
+TIMEOUT_MS = 120_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
+
+
+@pytest.fixture
+def server(app_model_dir, tmp_path):  # noqa: F811
+    env = {"MEDAPP_MODEL_DIR": str(app_model_dir), "MEDAPP_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    with AppServer(env, log_path=tmp_path / "streamlit.log") as srv:
+        yield srv
+
+
+def test_upload_heatmap_report_and_dashboard(server, app_model_dir, tmp_path):  # noqa: F811
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    shipped = app_model_dir in shipped_model_dirs()
+    shots = SCREENSHOTS if shipped else tmp_path
+    shots.mkdir(parents=True, exist_ok=True)
+    image = busi_test_image("malignant", 3)
+
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{server.url}/performance")  # a deep link as the very first request still gets the frame
+            page.get_by_text(DECISION_SUPPORT).wait_for()
+            page.goto(server.url)
+            page.get_by_text(DECISION_SUPPORT).wait_for()
+            assert page.get_by_role("link", name="Model card").count() == 1
+
+            with page.expect_file_chooser() as chooser:
+                page.locator("[data-testid=stFileUploaderDropzone] button").first.click()
+            chooser.value.set_files(str(image))
+
+            metric = page.get_by_test_id("stMetricValue").first
+            metric.wait_for()
+            assert re.fullmatch(r"\d{1,3}%", metric.inner_text().strip())
+            overlay = page.get_by_test_id("stImage").filter(has_text=re.compile("Where the model looked")).locator("img")
+            overlay.wait_for()
+            assert overlay.evaluate("img => img.naturalWidth") > 100
+            page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)")
+            page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
+
+            with page.expect_download() as download:
+                page.get_by_role("button", name=re.compile("Download PDF report")).click()
+            pdf_path = tmp_path / "report.pdf"
+            download.value.save_as(pdf_path)
+            reader = PdfReader(io.BytesIO(pdf_path.read_bytes()))
+            text = " ".join(reader.pages[0].extract_text().split())
+            assert DECISION_SUPPORT in text and "P(malignant)" in text and "UTC" in text
+            assert image.name not in text and image.stem not in text  # no file name (PHI) in the report
+
+            page.get_by_role("link", name="Model performance").click()
+            page.get_by_role("heading", name="Model performance").wait_for()
+            if (app_model_dir / "metrics.json").is_file():
+                page.get_by_text("ROC curve").wait_for()
+                page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)")
+            page.set_viewport_size({"width": 1400, "height": 2000})  # the main pane scrolls inside the page
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(shots / "dashboard.png"))
+        finally:
+            browser.close()
+    assert (shots / "diagnose.png").stat().st_size > 20_000
