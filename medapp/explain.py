@@ -81,11 +81,44 @@ def _cut_graph_hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], outpu
     return output.detach().requires_grad_(True).clone()
 
 
-def compute_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, class_index: int | list[int],
-                method: str = DEFAULT_CAM_METHOD, *, allow_slow: bool = False, flip_average: bool = True) -> np.ndarray:
+def resolve_layers(model: nn.Module, spec: str | list[str]) -> list[nn.Module]:
+    """One or several layers: a path, a list of paths, or paths joined by ``+`` (``"_blocks.10+_conv_head"``)."""
+    paths = spec.split("+") if isinstance(spec, str) else list(spec)
+    return [resolve_layer(model, p.strip()) for p in paths]
+
+
+def cam_views(flip_average: bool = True, shift: int = 0) -> list[tuple[bool, int, int]]:
+    """(mirror, dy, dx) of each view a map is averaged over: identity first; the set is closed under mirroring."""
+    offsets = [(0, 0)] + ([(shift, shift), (shift, -shift), (-shift, shift), (-shift, -shift)] if shift else [])
+    return [(flip, dy, dx) for flip in ((False, True) if flip_average else (False,)) for dy, dx in offsets]
+
+
+def _shift(t: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """Move the last two axes' content by (dy, dx) pixels, filling the uncovered border with ``fill``."""
+    if dy == 0 and dx == 0:
+        return t
+    h, w = t.shape[-2:]
+    out = torch.full_like(t, fill)
+    out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+        t[..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return out
+
+
+def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torch.Tensor,
+                class_index: int | list[int], method: str = DEFAULT_CAM_METHOD, *, allow_slow: bool = False,
+                flip_average: bool = True, shift: int = 0, fill: float = 0.0, smooth: float = 0.0) -> np.ndarray:
     """Class activation maps for a batch.
 
-    ``x`` (N, C, S, S) normalised model input; ``class_index`` one class for all or one per image.
+    ``x`` (N, C, S, S) normalised model input; ``class_index`` one class for all or one per image. Several
+    target layers give the mean of their (each max-scaled) maps, as pytorch-grad-cam aggregates them (fusing a
+    coarse and a finer stage, as LayerCAM's authors do, sharpens the 4x4 map of the last stage).
+
+    The map is averaged over :func:`cam_views`: the image and its mirror, each also moved diagonally by
+    ``shift`` px (filled with ``fill``, the normalised black), every map moved back before averaging. Shifts
+    move the coarse activation grid under the image and so raise the map's effective resolution (Morbidelli et
+    al. 2020, "Augmented Grad-CAM: heat-maps super resolution through augmentation"). ``smooth`` > 0 then
+    applies a Gaussian of that std (px) to damp single-cell peaks of shallow layers' maps.
+
     Returns (N, S, S) float32 in [0, 1] (each map scaled to max 1; all zeros where the class has no positive
     evidence). Hooks are released before returning, also on error.
     """
@@ -94,12 +127,17 @@ def compute_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, clas
     indices = [class_index] * n if isinstance(class_index, int) else list(class_index)
     if len(indices) != n:
         raise ValueError(f"got {len(indices)} class indices for {n} images")
-    batch = torch.cat([x, x.flip(-1)]) if flip_average else x
-    targets = [ClassifierOutputTarget(int(i)) for i in indices] * (2 if flip_average else 1)
-    cut = target_layer.register_forward_hook(_cut_graph_hook)  # registered first, so CAM's hooks see its output
+    views = cam_views(flip_average, shift)
+    batch = torch.cat([_shift(x.flip(-1) if flip else x, dy, dx, fill) for flip, dy, dx in views])
+    targets = [ClassifierOutputTarget(int(i)) for i in indices] * len(views)
+    layers = list(target_layer) if isinstance(target_layer, (list, tuple)) else [target_layer]
+    # cut at the layer that runs first (module order), so gradients still reach every target layer;
+    # registered before CAM's hooks, so those see its output
+    order = {id(m): i for i, m in enumerate(model.modules())}
+    cut = min(layers, key=lambda m: order.get(id(m), 0)).register_forward_hook(_cut_graph_hook)
     cam: BaseCAM | None = None
     try:
-        cam = cam_class(model=model, target_layers=[target_layer])
+        cam = cam_class(model=model, target_layers=layers)
         maps = cam(input_tensor=batch, targets=targets)
     finally:
         cut.remove()
@@ -108,11 +146,21 @@ def compute_cam(model: nn.Module, target_layer: nn.Module, x: torch.Tensor, clas
             cam.activations_and_grads.release()
             cam.outputs = None
         model.zero_grad(set_to_none=True)
-    maps = np.nan_to_num(np.asarray(maps, dtype=np.float32))
-    if flip_average:
-        maps = (maps[:n] + maps[n:, :, ::-1]) / 2
-    peak = maps.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
-    return np.where(peak > 0, maps / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
+    maps = torch.from_numpy(np.nan_to_num(np.asarray(maps, dtype=np.float32)))
+    total = torch.zeros((n, *maps.shape[-2:]))
+    cover = torch.zeros_like(total)
+    for v, (flip, dy, dx) in enumerate(views):
+        back = _shift(maps[v * n : (v + 1) * n], -dy, -dx, 0.0)
+        seen = _shift(torch.ones_like(back), -dy, -dx, 0.0)
+        total += back.flip(-1) if flip else back
+        cover += seen.flip(-1) if flip else seen
+    out = (total / cover.clamp(min=1.0)).numpy()
+    if smooth > 0:
+        from scipy.ndimage import gaussian_filter
+
+        out = gaussian_filter(out, sigma=(0, smooth, smooth), mode="nearest")
+    peak = out.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
+    return np.where(peak > 0, out / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
 
 
 @functools.lru_cache(maxsize=16)

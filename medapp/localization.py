@@ -88,8 +88,9 @@ def evaluate_localization(predictor: Any, records: Iterable[BusiRecord], *, meth
     out: dict[str, Any] = {name: _summary(*s) for name, s in scores.items()}
     out["default"] = predictor.default_cam_method
     out["target"] = target
-    out["target_layer"] = predictor.target_layer_name
-    out["flip_average"] = predictor.flip_average
+    out["explain"] = {"target_layer": predictor.target_layer_name, "method": predictor.default_cam_method,
+                      "flip_average": predictor.flip_average, "shift_px": predictor.cam_shift,
+                      "smooth_px": predictor.cam_smooth}
     log.info("localisation: %s", {k: v for k, v in out.items() if isinstance(v, dict)})
     return out
 

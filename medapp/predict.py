@@ -30,7 +30,7 @@ from .calibrate import softmax
 from .card import CARD_FILE, MALIGNANT, WEIGHTS_FILE, InputSpec, ModelCard
 from .checkpoint import load_weights
 from .errors import ModelLoadError
-from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layer
+from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layers
 from .imaging import MedicalImage
 from .likelihood import LikelihoodCategory, categorize_likelihood
 from .models import cam_target_layer, create_model, penultimate_features
@@ -152,13 +152,19 @@ class Predictor:
         self.card = card
         self.gate = gate
         self.model_dir = model_dir
-        cfg = dict(getattr(card, "explain", None) or explain_config or {})
+        # how heatmaps are made: the card's "explain" entry (target_layer, method, flip_average, shift, smooth)
+        cfg = dict(explain_config if explain_config is not None else getattr(card, "explain", None) or {})
         self.explain_config = cfg
-        self.target_layer_name = cfg.get("target_layer") or "registry default"
-        self.target_layer = (resolve_layer(model, cfg["target_layer"]) if cfg.get("target_layer")
-                             else cam_target_layer(card.architecture, model))
+        self.target_layer = (resolve_layers(model, cfg["target_layer"]) if cfg.get("target_layer")
+                             else [cam_target_layer(card.architecture, model)])
+        names = {id(m): name for name, m in model.named_modules()}
+        self.target_layer_name = "+".join(names.get(id(m), type(m).__name__) for m in self.target_layer)
         self.default_cam_method = check_cam_method(cfg.get("method", DEFAULT_CAM_METHOD))
         self.flip_average = bool(cfg.get("flip_average", True))
+        # CAM views' diagonal shift as a share of the input size (0: mirror only)
+        self.cam_shift = round(float(cfg.get("shift", 0.0)) * card.input.size)
+        # Gaussian smoothing of the map, std as a share of the input size (0: none)
+        self.cam_smooth = float(cfg.get("smooth", 0.0)) * card.input.size
         self._lock = threading.RLock()
 
     @classmethod
@@ -241,7 +247,8 @@ class Predictor:
             targets = [self._class_index(target, int(i)) for i in labels]
             if explain:
                 maps = compute_cam(self.model, self.target_layer, x[:n], targets, method, allow_slow=allow_slow_cam,
-                                   flip_average=self.flip_average)
+                                   flip_average=self.flip_average, shift=self.cam_shift,
+                                   fill=-spec.mean / spec.std, smooth=self.cam_smooth)
                 lap("cam")
                 heatmaps = [_restore(m, g) for m, g in zip(maps, geometries)]
                 lap("restore")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from model_fixtures import build_blob_model_dir, medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
 
 from medapp.explain import (CAM_METHODS, DEFAULT_CAM_METHOD, check_cam_method, colorbar_image, list_cam_methods,
@@ -89,6 +90,38 @@ def test_heatmap_of_mirrored_image_is_mirrored_heatmap(tiny_predictor: Predictor
     np.testing.assert_allclose(mirrored, heatmap[:, ::-1], atol=2e-3)
     # and the mirror is not trivially satisfied by a symmetric map
     assert np.abs(heatmap - heatmap[:, ::-1]).max() > 0.05 or method == "eigencam"
+
+
+@pytest.mark.parametrize("config", [{"shift": 0.06}, {"target_layer": "features.9+features.-3", "method": "layercam",
+                                                     "shift": 0.04, "smooth": 0.03}])
+def test_augmented_cam_keeps_mirror_equivariance(tiny_predictor: Predictor, config: dict) -> None:
+    predictor = Predictor(tiny_predictor.model, tiny_predictor.card, tiny_predictor.gate, explain_config=config)
+    pixels = speckle_image(170, 290, seed=4)
+    heatmap = predictor.predict(medical_image(pixels), target="malignant", tta=False).heatmap
+    mirrored = predictor.predict(medical_image(pixels[:, ::-1].copy()), target="malignant", tta=False).heatmap
+    np.testing.assert_allclose(mirrored, heatmap[:, ::-1], atol=2e-3)
+
+
+def test_cam_views_and_shift() -> None:
+    from medapp.explain import _shift, cam_views
+
+    assert cam_views(False, 0) == [(False, 0, 0)]
+    views = cam_views(True, 3)
+    assert len(views) == 10 and views[0] == (False, 0, 0)
+    assert {(dy, -dx) for _, dy, dx in views} == {(dy, dx) for _, dy, dx in views}  # closed under mirroring
+    t = torch.arange(9.0).reshape(1, 3, 3)
+    assert _shift(t, 1, -1, -5.0).tolist() == [[[-5, -5, -5], [1, 2, -5], [4, 5, -5]]]
+
+
+def test_shifted_cam_still_lands_on_the_blob(tmp_path: Path) -> None:
+    base = Predictor.from_dir(build_blob_model_dir(tmp_path))
+    predictor = Predictor(base.model, base.card, base.gate,
+                          explain_config={**base.explain_config, "shift": 0.05, "flip_average": True})
+    pixels = np.zeros((150, 260), np.float32)
+    pixels[95:135, 190:245] = 1.0
+    heatmap = predictor.predict(medical_image(pixels), target="malignant").heatmap
+    r, c = np.unravel_index(int(np.argmax(heatmap)), heatmap.shape)
+    assert 95 <= r < 135 and 190 <= c < 245
 
 
 def test_overlay_blends_by_opacity() -> None:
