@@ -25,6 +25,20 @@ CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
 MALIGNANT = "malignant"
 
 
+INTENDED_USE = (
+    "A second opinion for a clinician reading a single 2-D B-mode breast ultrasound image of a focal lesion or "
+    "normal tissue: the calibrated probability that the lesion is malignant, benign and normal probabilities, a "
+    "likelihood category, and a heatmap of the regions that drove the estimate. Decision support only; the "
+    "clinician makes the diagnosis."
+)
+OUT_OF_SCOPE_USE = (
+    "Not a diagnosis and not a BI-RADS assessment. Not for screening without a clinician, for other organs or "
+    "modalities (mammography, MRI, CT, radiographs), for Doppler, elastography or 3-D volumes, for images with "
+    "heavy annotations, for patients under 25 or for men (none in the training data), or for any decision "
+    "without a radiologist's review."
+)
+
+
 class ResizePolicy(StrEnum):
     """How a non-square image becomes the square model input."""
 

@@ -72,10 +72,11 @@ def resize_to_square(pixels: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def normalize(square: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """(..., size, size) in [0, 1] -> (..., channels, size, size) normalised as the card says."""
-    x = (square - spec.mean) / spec.std
-    if x.ndim == 2 or x.shape[-3] != spec.channels:
-        x = x.unsqueeze(-3)
+    """(..., size, size) squares in [0, 1] -> (..., channels, size, size) normalised as the card says.
+
+    A channel axis is always added, so (S, S) -> (C, S, S) and a batch (N, S, S) -> (N, C, S, S).
+    """
+    x = ((square - spec.mean) / spec.std).unsqueeze(-3)
     if spec.channels > 1:
         x = x.expand(*x.shape[:-3], spec.channels, *x.shape[-2:])
     return x

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .augment import build_train_transform
 from .calibrate import choose_threshold, fit_temperature, softmax
-from .card import CLASS_NAMES, WEIGHTS_FILE, InputSpec, ModelCard
+from .card import CLASS_NAMES, INTENDED_USE, OUT_OF_SCOPE_USE, WEIGHTS_FILE, InputSpec, ModelCard
 from .checkpoint import load_weights, save_weights, unwrap
 from .config import LossName, OptimizerName, ScheduleName, TrainConfig, save_config
 from .data import BusiRecord, load_busi_records, load_squares
@@ -277,6 +277,12 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
         threshold=threshold,
         threshold_rule=f"highest threshold on calibrated P(malignant) with validation sensitivity >= "
                        f"{cfg.min_sensitivity:.2f}",
+        intended_use=INTENDED_USE,
+        out_of_scope_use=OUT_OF_SCOPE_USE,
+        training_data=(f"BUSI (Al-Dhabyani et al. 2020, CC0; 600 women aged 25-75, Baheya Hospital, Cairo), "
+                       f"official MedMNIST BreastMNIST split: trained on {'+'.join(cfg.train_splits)} "
+                       f"({len(train_x)} images), selected, calibrated and scope-fitted on {cfg.val_split} "
+                       f"({len(val_x)} images), test split held out"),
         config=cfg.to_dict(),
         command=command,
         weights_sha256="",
@@ -288,6 +294,27 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
     card.weights_sha256 = sha256_file(weights_path)
     card.save(weights_path.parent)
     return card
+
+
+def recalibrate(model_dir: str | Path, command: str = "") -> ModelCard:
+    """Re-run the post-training stage (temperature, threshold, scope gate, card) on a trained model folder.
+
+    Uses the folder's resolved ``config.yaml``; the weights are untouched, so the result equals what ``train``
+    wrote at the end of its run.
+    """
+    from .config import load_config
+
+    model_dir = Path(model_dir)
+    cfg = load_config(model_dir / "config.yaml")
+    old = ModelCard.load(model_dir) if (model_dir / "model_card.json").is_file() else None
+    spec = input_spec_for(cfg)
+    train_records = take_subset(load_busi_records(cfg.train_splits), cfg.subset)
+    val_records = take_subset(load_busi_records(cfg.val_split), cfg.subset)
+    val_y = np.array([r.label_index for r in val_records])
+    return finalize_model(cfg, spec, model_dir / WEIGHTS_FILE, load_squares(val_records, spec), val_y,
+                          load_squares(train_records, spec), command=old.command if old else command,
+                          best_epoch=old.metrics.get("best_epoch", -1) if old else -1,
+                          best_val_auc=old.metrics.get("val_auc", float("nan")) if old else float("nan"))
 
 
 def _no_pretrained(cfg: TrainConfig) -> dict[str, bool]:

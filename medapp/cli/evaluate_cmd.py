@@ -30,6 +30,9 @@ def run(args: argparse.Namespace) -> int:
         card = ModelCard.load(model_dir)
         card.metrics[f"{args.dataset}_{args.split}"] = summarize(result)
         card.save(model_dir)
+        from ..model_readme import write_model_readme
+
+        write_model_readme(model_dir)
     lo, hi = result["auc_ci"]
     print(f"{result['model']} on {args.dataset} {args.split} (n={result['n']}): AUC {result['auc']:.3f} "
           f"[{lo:.3f}, {hi:.3f}]  ACC@0.5 {result['accuracy']:.3f}  at threshold {result['threshold']:.3f}: "

@@ -1,0 +1,119 @@
+"""Render a model folder's human README.md from its card and metrics files, so every figure in it is computed.
+
+``python -m medapp evaluate`` rewrites it after each evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from .card import METRICS_FILE, ModelCard
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def render_model_readme(model_dir: str | Path) -> str:
+    model_dir = Path(model_dir)
+    card = ModelCard.load(model_dir)
+    test = _load(model_dir / METRICS_FILE)
+    val = _load(model_dir / "metrics_busi_val.json")
+    mnist = _load(model_dir / "metrics_breastmnist_test.json")
+    cfg = card.config
+    lines = [
+        f"# {card.name} v{card.version}",
+        "",
+        "Decision support for breast ultrasound, **not a diagnosis**. "
+        f"{card.intended_use}".strip(),
+        "",
+        "## Model",
+        f"- Architecture: `{card.architecture}` {json.dumps(card.model_args)}",
+        f"- Input: {card.input.channels}-channel grayscale, {card.input.size}x{card.input.size} px, resize policy "
+        f"`{card.input.resize}`, normalised (x - {card.input.mean:.4f}) / {card.input.std:.4f}",
+        f"- Classes: {', '.join(card.class_names)}; headline output: calibrated P(malignant)",
+        f"- Temperature (fitted on validation, Guo et al. 2017): {card.temperature:.3f}",
+        f"- Operating threshold on P(malignant): {card.threshold:.3f} ({card.threshold_rule})",
+        f"- Scope gate: {card.scope.get('method', '—')} on {card.scope.get('features', '—')}, threshold "
+        f"{_fmt(card.scope.get('threshold'), 2)} ({card.scope.get('rule', '—')})",
+        f"- Weights: `model.safetensors`, SHA-256 `{card.weights_sha256}`",
+        "",
+        "## Training",
+        f"- Data: {card.training_data}",
+        f"- Config: loss `{cfg.get('loss')}`, optimiser `{cfg.get('optimizer')}` lr {cfg.get('lr')}, "
+        f"weight decay {cfg.get('weight_decay')}, {cfg.get('epochs')} epochs max (best epoch "
+        f"{card.metrics.get('best_epoch', '—')}, validation AUC {_fmt(card.metrics.get('val_auc'))}), "
+        f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}",
+        f"- Reproduce: `{card.command}`",
+        "",
+    ]
+    if test:
+        lo, hi = test["auc_ci"]
+        lines += [
+            f"## Evaluation on the official BreastMNIST/BUSI test split (n = {test['n']}, "
+            f"{test['n_positive']} malignant)",
+            "",
+            "Malignant vs rest. Chosen on validation only; test was scored once.",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| AUC (95% bootstrap CI) | {test['auc']:.3f} ({lo:.3f}–{hi:.3f}) |",
+            f"| Accuracy at P(malignant) >= 0.5 (MedMNIST ACC) | {test['accuracy']:.3f} |",
+            f"| Sensitivity / specificity at threshold {test['threshold']:.3f} | {test['sensitivity']:.3f} / "
+            f"{test['specificity']:.3f} |",
+            f"| PPV / NPV at threshold | {_fmt(test['ppv'])} / {_fmt(test['npv'])} |",
+            f"| 3-class accuracy / macro AUC | {test['accuracy_3class']:.3f} / {test['macro_auc_3class']:.3f} |",
+            f"| ECE, 15 bins (uncalibrated) | {test['ece']:.3f} ({test['ece_uncalibrated']:.3f}) |",
+        ]
+        if "scope_pass_rate" in test:
+            lines.append(f"| Scope gate pass rate on test | {test['scope_pass_rate']:.3f} |")
+        lines += ["", "### Against published results on the same test split", "",
+                  "| model | AUC | ACC | source |", "|---|---|---|---|",
+                  f"| **{card.name} (this model)** | **{test['auc']:.3f}** | **{test['accuracy']:.3f}** | "
+                  "`python -m medapp evaluate` |"]
+        if mnist:
+            lines.append(f"| {card.name} on the 28 px BreastMNIST images | {mnist['auc']:.3f} | "
+                         f"{mnist['accuracy']:.3f} | `python -m medapp evaluate --dataset breastmnist` |")
+        for a in test["anchors"]:
+            lines.append(f"| {a['model']} | {a['auc']:.3f} | {a['accuracy']:.3f} | {a['source']} |")
+        lines.append("")
+        loc = test.get("localization")
+        if loc:
+            lines += ["### Where the model looks (Grad-CAM vs radiologist masks, test lesions)", "",
+                      "| method | pointing game | energy in mask | n |", "|---|---|---|---|"]
+            for name, r in loc.items():
+                if isinstance(r, dict):
+                    mark = " (default)" if name == loc.get("default") else ""
+                    lines.append(f"| {name}{mark} | {r['pointing_game']:.3f} | {r['energy_in_mask']:.3f} | "
+                                 f"{r['n']} |")
+            lines += ["", "Anchor: pointing game 0.71 for CAM on breast-mass ultrasound (Byra et al., "
+                      "J Ultrason 2022).", ""]
+        lines += ["![curves](plots/busi_test_curves.png) ![confusion](plots/busi_test_confusion.png)", ""]
+    if val:
+        lines += [f"Validation split (n = {val['n']}, used for selection and calibration): AUC {val['auc']:.3f}, "
+                  f"ACC {val['accuracy']:.3f}.", ""]
+    lines += [
+        "## Intended use", card.intended_use, "",
+        "## Out of scope", card.out_of_scope_use, "",
+        "## Known limits",
+        "- BUSI comes from one hospital (Baheya, Cairo, 2018) and one scanner family; performance on other "
+        "scanners and populations is unknown.",
+        "- BUSI has near-duplicate images, some across the official split (Pawlowska et al., Data in Brief 2023); "
+        "`benign (433)` and `malignant (145)` are the same pixels with different labels.",
+        "- Some images carry burned-in annotations or calipers that a model can learn as shortcuts.",
+        "- 156 test images: confidence intervals are wide (see the AUC CI).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_readme(model_dir: str | Path) -> Path:
+    path = Path(model_dir) / "README.md"
+    path.write_text(render_model_readme(model_dir))
+    return path
