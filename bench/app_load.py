@@ -121,12 +121,13 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> int:
 
 
 async def concurrent_sessions(browser, url: str, images: list[Path], n: int) -> int:
+    from medapp.analysis import format_probability
     from medapp.imaging import load_image
     from medapp.predict import Predictor
 
     chosen = images[1 : 1 + n * 7 : 7][:n]
     predictor = Predictor.from_dir()
-    expected = [f"{predictor.predict(load_image(p), explain=False).p_malignant:.0%}" for p in chosen]
+    expected = [format_probability(predictor.predict(load_image(p), explain=False).p_malignant) for p in chosen]
     pages = await asyncio.gather(*(open_session(browser, url) for _ in chosen))
     t0 = time.perf_counter()
     results = await asyncio.gather(*(upload_and_wait(pg, p) for pg, p in zip(pages, chosen, strict=True)),

@@ -35,6 +35,15 @@ DEFAULT_AUDIT_LOG = PROJECT_ROOT / "artifacts" / "audit.jsonl"
 MAX_CACHED_ANALYSES = 32
 
 
+def format_probability(p: float) -> str:
+    """A probability as a whole percentage, never "0%" or "100%": a calibrated model is not that certain."""
+    if p < 0.01:
+        return "<1%"
+    if p > 0.99:
+        return ">99%"
+    return f"{p:.0%}"
+
+
 def audit_log_path() -> Path:
     """``$MEDAPP_AUDIT_LOG``, or ``artifacts/audit.jsonl`` in the project (git-ignored)."""
     return Path(os.environ.get(AUDIT_LOG_ENV) or DEFAULT_AUDIT_LOG).expanduser()

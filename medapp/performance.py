@@ -20,7 +20,7 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .card import METRICS_FILE, ModelCard
+from .card import MALIGNANT, METRICS_FILE, ModelCard
 
 HISTORY_FILE = "history.csv"
 # Colours for the dark app theme (.streamlit/config.toml): figure background matches the page.
@@ -107,12 +107,28 @@ class OperatingPoint:
 
 
 def operating_point_at(metrics: Mapping[str, Any], threshold: float) -> OperatingPoint:
-    """The stored ROC point in force at ``threshold``, turned into counts with the class totals.
+    """Counts and rates of "flag when P(malignant) >= ``threshold``" on the evaluated split.
+
+    Exact from the stored per-image ``predictions`` when ``metrics.json`` has them (it does when ``evaluate``
+    wrote it); otherwise from the ROC points and class totals (:func:`operating_point_from_roc`).
+    """
+    predictions = metrics.get("predictions")
+    if not predictions:
+        return operating_point_from_roc(metrics, threshold)
+    positive = np.array([p["label"] == MALIGNANT for p in predictions])
+    flagged = np.array([p["p_malignant"] for p in predictions], dtype=np.float64) >= threshold
+    return OperatingPoint(threshold=float(threshold), tp=int((flagged & positive).sum()),
+                          fp=int((flagged & ~positive).sum()), tn=int((~flagged & ~positive).sum()),
+                          fn=int((~flagged & positive).sum()))
+
+
+def operating_point_from_roc(metrics: Mapping[str, Any], threshold: float) -> OperatingPoint:
+    """The stored ROC point in force at ``threshold``, turned into counts with ``n_positive`` / ``n_negative``.
 
     ROC points are (FPR, TPR) at decreasing thresholds, each meaning "flag P >= t"; the point in force at t is
     the one of the smallest stored threshold >= t. That is exact at every stored threshold; between two, sklearn's
-    ``drop_intermediate`` may have removed points lying on the segment joining them, so the explorer moves in the
-    stored steps. Counts are rounded from rates times ``n_positive`` / ``n_negative``; PPV and NPV follow.
+    ``drop_intermediate`` may have removed points lying on the segment joining them, so this moves in the stored
+    steps (which is why :func:`operating_point_at` prefers the per-image predictions).
     """
     roc = metrics["curves"]["roc"]
     thresholds = np.asarray(roc["thresholds"], dtype=np.float64)
@@ -273,20 +289,21 @@ def localization_figure(metrics: Mapping[str, Any]) -> Figure:
 
 
 def training_figure(history: Mapping[str, Sequence[float]]) -> Figure:
+    """Loss (top) and validation scores (bottom) per epoch, sized like the other charts."""
     with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=(9.2, 3.6))
-        loss_ax, score_ax = fig.subplots(1, 2)
+        fig = Figure(figsize=(4.6, 3.8))
+        loss_ax, score_ax = fig.subplots(2, 1, sharex=True)
         epoch = history.get("epoch") or list(range(1, len(next(iter(history.values()))) + 1))
         for key, colour in (("train_loss", _ACCENT), ("val_loss", _SECOND)):
             if key in history:
                 loss_ax.plot(epoch, history[key], color=colour, label=key.replace("_", " "))
-        loss_ax.set(xlabel="epoch", ylabel="loss", title="Loss")
-        loss_ax.legend()
+        loss_ax.set(ylabel="loss", title="Training curves")
+        loss_ax.legend(fontsize=8)
         for key, colour in (("val_auc", _ACCENT), ("val_accuracy_3class", _SECOND)):
             if key in history:
                 score_ax.plot(epoch, history[key], color=colour, label=key.replace("_", " "))
-        score_ax.set(xlabel="epoch", ylabel="score", title="Validation")
-        score_ax.legend()
+        score_ax.set(xlabel="epoch", ylabel="validation")
+        score_ax.legend(fontsize=8)
     return fig
 
 

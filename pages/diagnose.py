@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.analysis import Upload, Workspace, viewer_images, worklist_rows
+from medapp.analysis import Upload, Workspace, format_probability, viewer_images, worklist_rows
 from medapp.explain import colorbar_image, list_cam_methods
 from medapp.report import build_report_pdf, overlay_png
 from pages.common import audit_log, get_predictor, require_frame
@@ -73,7 +73,7 @@ with result:
         st.warning("**Outside the model's intended use: no result is shown for this image.**  \n"
                    + "  \n".join(f"- {r}" for r in prediction.out_of_scope_reasons), icon=":material/block:")
     else:
-        st.metric("Probability of malignancy (calibrated)", f"{prediction.p_malignant:.0%}",
+        st.metric("Probability of malignancy (calibrated)", format_probability(prediction.p_malignant),
                   help=f"Uncertainty ±{prediction.uncertainty:.1%} over {prediction.tta_views} test-time views")
         st.markdown(f"**{prediction.category.label}**")
         badge = ":orange-badge[Above threshold]" if prediction.decision else ":green-badge[Below threshold]"

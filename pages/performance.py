@@ -39,4 +39,6 @@ if localization_rows(metrics):
     st.subheader("Localisation on test lesions", help="Pointing game: heatmap peak inside the radiologist's mask.")
     st.dataframe(localization_rows(metrics), hide_index=True)
 st.subheader("Against published results (BreastMNIST test split)")
-st.dataframe(anchor_rows(metrics), hide_index=True, column_config={"source": st.column_config.TextColumn(width="large")})
+st.dataframe(anchor_rows(metrics), hide_index=True, column_config={
+    "model": "Model", "auc": st.column_config.NumberColumn("AUC", format="%.3f"),
+    "accuracy": st.column_config.NumberColumn("Accuracy", format="%.3f"), "source": "Source"})

@@ -7,7 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from medapp.analysis import Upload, Workspace, analyze_upload, apply_window, viewer_images, worklist_rows
+from medapp.analysis import (
+    Upload,
+    Workspace,
+    analyze_upload,
+    apply_window,
+    format_probability,
+    viewer_images,
+    worklist_rows,
+)
 from medapp.imaging import load_image
 from medapp.privacy import AuditLog
 from tests.app_fixtures import StubPredictor, png_bytes
@@ -97,3 +105,9 @@ def test_viewer_images_no_overlay_out_of_scope():
     good = ws.analyze(predictor, [_upload("good.png", 0.5)])[0]
     original, overlay = viewer_images(good, opacity=0.5, window=(0.5, 0.5))
     assert overlay.shape == original.shape and not np.array_equal(overlay, original)
+
+
+@pytest.mark.parametrize(("p", "text"), [(0.0, "<1%"), (0.004, "<1%"), (0.01, "1%"), (0.335, "34%"), (0.99, "99%"),
+                                         (0.9986, ">99%"), (1.0, ">99%")])
+def test_format_probability_never_claims_certainty(p, text):
+    assert format_probability(p) == text

@@ -80,7 +80,7 @@ def test_busi_image_shows_probability_category_and_overlay(app):
     _upload(app, (path.name, path.read_bytes()))
     assert not app.error
     (metric,) = app.metric
-    assert metric.label.startswith("Probability of malignancy") and re.fullmatch(r"\d{1,3}%", metric.value)
+    assert metric.label.startswith("Probability of malignancy") and re.fullmatch(r"[<>]?\d{1,2}%", metric.value)
     assert any("Model estimate" in m.value for m in app.markdown)
     captions = [c for im in app.get("imgs") for c in im.captions] if app.get("imgs") else []
     images = app.get("image")

@@ -30,23 +30,35 @@ TINY = {
         (0.05, 2, 3, 1.0, 0.0, 0.4, math.nan),  # everything flagged: NPV undefined
     ],
 )
-def test_operating_point_hand_checked(threshold, tp, fp, sens, spec, ppv, npv):
-    op = perf.operating_point_at(TINY, threshold)
+def test_operating_point_from_roc_hand_checked(threshold, tp, fp, sens, spec, ppv, npv):
+    op = perf.operating_point_at(TINY, threshold)  # no per-image predictions: the ROC points
     assert (op.tp, op.fp, op.tn + op.fp, op.fn + op.tp) == (tp, fp, 3, 2)
     for got, want in ((op.sensitivity, sens), (op.specificity, spec), (op.ppv, ppv), (op.npv, npv)):
         assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want)
 
 
-def test_operating_point_matches_predictions_at_stored_thresholds():
-    """At every stored ROC threshold, the explorer equals scoring the stored per-image predictions."""
+def test_operating_point_from_roc_matches_predictions_at_stored_thresholds():
+    """At every stored ROC threshold, the ROC fallback equals scoring the stored per-image predictions."""
+    m = fake_metrics()
+    for t in m["curves"]["roc"]["thresholds"][1:]:
+        exact, from_roc = perf.operating_point_at(m, t), perf.operating_point_from_roc(m, t)
+        assert (from_roc.tp, from_roc.fp, from_roc.tn, from_roc.fn) == (exact.tp, exact.fp, exact.tn, exact.fn)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.05, 0.2, 0.37, 0.5, 0.81, 1.0])
+def test_operating_point_is_exact_from_predictions(threshold):
     m = fake_metrics()
     y = np.array([p["label"] == "malignant" for p in m["predictions"]])
     s = np.array([p["p_malignant"] for p in m["predictions"]])
-    for t in m["curves"]["roc"]["thresholds"][1:]:
-        direct, op = operating_point(y, s, t), perf.operating_point_at(m, t)
-        assert (op.tp, op.fp, op.tn, op.fn) == (direct["tp"], direct["fp"], direct["tn"], direct["fn"])
-    at_card = perf.operating_point_at(m, m["threshold"])
-    assert at_card.sensitivity == pytest.approx(m["sensitivity"]) or at_card.sensitivity <= m["sensitivity"]
+    direct, op = operating_point(y, s, threshold), perf.operating_point_at(m, threshold)
+    assert (op.tp, op.fp, op.tn, op.fn) == (direct["tp"], direct["fp"], direct["tn"], direct["fn"])
+
+
+def test_explorer_at_card_threshold_reproduces_headline():
+    m = fake_metrics()
+    op = perf.operating_point_at(m, m["threshold"])
+    for key in ("sensitivity", "specificity", "ppv", "npv"):
+        assert getattr(op, key) == pytest.approx(m[key])
 
 
 def test_anchor_rows_put_this_model_among_published_results():
@@ -96,4 +108,5 @@ def test_shipped_metrics_render(model_dir):
     charts = perf.render_charts(metrics, perf.load_history(model_dir))
     assert {"roc", "pr", "confusion", "reliability"} <= set(charts)
     op = perf.operating_point_at(metrics, metrics["threshold"])
-    assert op.sensitivity == pytest.approx(metrics["sensitivity"], abs=0.02)
+    for key in ("sensitivity", "specificity", "ppv", "npv"):
+        assert getattr(op, key) == pytest.approx(metrics[key])
