@@ -87,6 +87,8 @@ class ModelCard:
     threshold: float = 0.5
     threshold_rule: str = ""
     scope: dict[str, Any] = field(default_factory=dict)
+    # how heatmaps are made for this model (CAM target layer(s), default method, view averaging); see medapp.explain
+    explain: dict[str, Any] = field(default_factory=dict)
     intended_use: str = ""
     out_of_scope_use: str = ""
     training_data: str = ""
