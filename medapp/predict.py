@@ -33,7 +33,7 @@ from .errors import ModelLoadError
 from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layers
 from .imaging import MedicalImage
 from .likelihood import LikelihoodCategory, categorize_likelihood
-from .models import cam_target_layer, create_model, penultimate_features
+from .models import cam_target_layer, create_model
 from .preprocess import SquareGeometry, compute_geometry, normalize, resize_to_square, restore_geometry
 from .quality import QualityFlag, assess_quality, describe_flag
 from .scope import ScopeGate
@@ -236,10 +236,13 @@ class Predictor:
         lap("preprocess")
         with self._lock:
             with torch.no_grad():
-                logits = self.model(x).float().numpy()
+                with self.gate.capture(self.model) as acts:
+                    logits = self.model(x).float().numpy()
                 lap("forward")
-                features = penultimate_features(self.card.architecture, self.model, x[:n]).double().numpy()
-                scores = self.gate.score(features)
+                if self.gate.layers:
+                    scores = self.gate.score_captured(acts, n)  # identity views come first
+                else:
+                    scores = self.gate.score(self.model, self.card.architecture, x[:n])
                 lap("scope")
             probs = softmax(logits, self.card.temperature).reshape(n_views, n, -1)
             heatmaps: list[np.ndarray | None] = [None] * n
@@ -270,7 +273,7 @@ class Predictor:
         gate_pass = bool(self.gate.passes(np.array([score]))[0])
         if not gate_pass:
             reasons.append(f"image content is unlike the breast-ultrasound training images (scope score "
-                           f"{score:.1f}, limit {self.gate.threshold:.1f}); the model was not made for it")
+                           f"{score:.2f}, limit {self.gate.threshold:.2f}); the model was not made for it")
         in_scope = not reasons
         decision = p >= card.threshold
         if not in_scope:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from model_fixtures import TINY_SIZE, out_of_scope_set, speckle_image, tiny_model_dir  # noqa: F401
 
 from medapp.card import InputSpec, ModelCard
@@ -15,7 +16,9 @@ from medapp.errors import ModelLoadError
 from medapp.models import create_model
 from medapp.predict import Predictor
 from medapp.preprocess import resize_to_square
-from medapp.scope import IN_SCOPE_QUANTILE, ScopeGate, extract_features, fit_scope_gate
+from medapp.preprocess import normalize
+from medapp.scope import (IN_SCOPE_QUANTILE, METHOD, ScopeGate, extract_layer_features, feature_statistics,
+                          fit_scope_gate, scope_layers)
 
 
 def _squares(n: int, offset: int = 0) -> np.ndarray:
@@ -28,21 +31,48 @@ def test_fit_sets_threshold_on_validation_and_round_trips(tmp_path: Path) -> Non
     card = ModelCard(name="t", architecture="small_cnn", model_args={"width": 8}, input=InputSpec(size=TINY_SIZE))
     train, val = _squares(60), _squares(40, offset=100)
     gate = fit_scope_gate(model, card, train, val, tmp_path)
-    val_scores = gate.score(extract_features(model, "small_cnn", val, card.input))
+    layers = scope_layers("small_cnn", model)
+    val_scores = gate.score_features(extract_layer_features(model, layers, val, card.input))
     assert gate.passes(val_scores).mean() == pytest.approx(IN_SCOPE_QUANTILE, abs=0.03)
-    assert card.scope["method"] == "mahalanobis" and card.scope["threshold"] == gate.threshold
-    assert len(card.scope_sha256) == 64
+    assert card.scope["method"] == METHOD and card.scope["threshold"] == gate.threshold
+    assert card.scope["layers"] == list(layers) and len(card.scope_sha256) == 64
     loaded = ScopeGate.load(tmp_path, card)
-    np.testing.assert_allclose(loaded.score(extract_features(model, "small_cnn", val, card.input)), val_scores,
-                               rtol=1e-4)
-    # features far from the training images score far above the threshold
-    assert gate.score(np.full((1, gate.mean.size), 50.0))[0] > 10 * gate.threshold
+    x = torch.stack([normalize(torch.from_numpy(s), card.input) for s in val])
+    np.testing.assert_allclose(loaded.score(model, "small_cnn", x), val_scores, rtol=1e-4)
+    assert _hooks(model) == 0
+    # an image unlike the training squares scores far above the threshold
+    odd = np.stack([np.tile(np.linspace(0, 1, TINY_SIZE, dtype=np.float32), (TINY_SIZE, 1))])
+    assert loaded.score(model, "small_cnn", torch.stack([normalize(torch.from_numpy(odd[0]), card.input)]))[0] \
+        > 2 * gate.threshold
+
+
+def _hooks(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) for m in model.modules())
 
 
 def test_hand_checked_mahalanobis() -> None:
-    gate = ScopeGate(mean=np.array([1.0, 0.0]), precision=np.diag([1.0, 0.25]), threshold=2.0)
-    np.testing.assert_allclose(gate.score(np.array([[1.0, 0.0], [4.0, 0.0], [1.0, 4.0]])), [0.0, 3.0, 2.0])
-    assert gate.passes(np.array([0.0, 3.0, 2.0])).tolist() == [True, False, True]
+    gate = ScopeGate(("a", "b"), [np.array([1.0, 0.0]), np.zeros(1)], [np.diag([1.0, 0.25]), np.eye(1)], [1.0, 2.0],
+                     threshold=1.5)
+    scores = gate.score_features([np.array([[1.0, 0.0], [4.0, 0.0], [1.0, 4.0]]), np.array([[0.0], [2.0], [4.0]])])
+    np.testing.assert_allclose(scores, [(0 + 0) / 2, (3 + 1) / 2, (2 + 2) / 2])
+    assert gate.passes(scores).tolist() == [True, False, False]
+
+
+def test_feature_statistics() -> None:
+    a = torch.tensor([[[[1.0, 3.0]], [[2.0, 2.0]]]])  # (1, 2, 1, 2)
+    np.testing.assert_allclose(feature_statistics(a), [[2.0, 2.0, np.sqrt(2.0), 0.0]])
+
+
+def test_legacy_penultimate_gate_still_loads(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    from medapp.checkpoint import sha256_file
+
+    save_file({"mean": torch.zeros(4), "precision": torch.eye(4)}, str(tmp_path / "scope.safetensors"))
+    card = ModelCard(name="t", architecture="small_cnn", scope={"threshold": 3.0},
+                     scope_sha256=sha256_file(tmp_path / "scope.safetensors"))
+    gate = ScopeGate.load(tmp_path, card)
+    assert gate.layers == () and gate.score_features([np.array([[0.0, 0.0, 3.0, 4.0]])]).tolist() == [5.0]
 
 
 def test_tampered_scope_file_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
