@@ -82,9 +82,8 @@ with result:
             st.warning(f"Low confidence: uncertainty ±{prediction.uncertainty:.1%} or close to the threshold "
                        f"{prediction.threshold:.0%}. Interpret with extra care.", icon=":material/help:")
         st.caption(f"Uncertainty ±{prediction.uncertainty:.1%} · operating threshold {prediction.threshold:.0%}")
-        st.dataframe([{"class": k, "probability": v} for k, v in prediction.probabilities.items()],
-                     hide_index=True, column_config={"probability": st.column_config.ProgressColumn(
-                         "Probability", format="percent")})
+        for name, value in prediction.probabilities.items():
+            st.progress(value, text=f"{name}: {value:.1%}")
         st.download_button(  # built on click only, so reruns stay fast
             "Download PDF report", lambda: build_report_pdf(analysis.image, prediction, predictor.card,
                                                             file_sha256=analysis.file_sha256, overlay=overlay),
