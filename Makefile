@@ -27,3 +27,4 @@ bench: setup
 	$(PY) bench/train_speed.py
 	$(PY) bench/intake.py
 	$(PY) bench/predict_latency.py
+	$(PY) bench/app_load.py

@@ -24,6 +24,7 @@ from .data import PROJECT_ROOT
 from .errors import MedAppError
 from .explain import overlay_heatmap
 from .imaging import MedicalImage, load_image
+from .likelihood import format_probability  # noqa: F401  (pages format probabilities through here)
 from .predict import Prediction, Predictor
 from .privacy import AuditLog, sha256_bytes
 
@@ -33,15 +34,6 @@ AUDIT_LOG_ENV = "MEDAPP_AUDIT_LOG"
 DEFAULT_AUDIT_LOG = PROJECT_ROOT / "artifacts" / "audit.jsonl"
 # Analyses kept per session (each holds the image and heatmap, ~3 MB for a 500x500 scan).
 MAX_CACHED_ANALYSES = 32
-
-
-def format_probability(p: float) -> str:
-    """A probability as a whole percentage, never "0%" or "100%": a calibrated model is not that certain."""
-    if p < 0.01:
-        return "<1%"
-    if p > 0.99:
-        return ">99%"
-    return f"{p:.0%}"
 
 
 def audit_log_path() -> Path:

@@ -80,3 +80,12 @@ def categorize_likelihood(p_malignant: float, *, label: str | None = None,
     if label == "normal" and below:
         return NORMAL
     return band
+
+
+def format_probability(p: float) -> str:
+    """A probability as a whole percentage, never "0%" or "100%": a calibrated model is not that certain."""
+    if p < 0.01:
+        return "<1%"
+    if p > 0.99:
+        return ">99%"
+    return f"{p:.0%}"

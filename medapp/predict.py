@@ -32,7 +32,7 @@ from .checkpoint import load_weights
 from .errors import ModelLoadError
 from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layers
 from .imaging import MedicalImage
-from .likelihood import LikelihoodCategory, categorize_likelihood
+from .likelihood import LikelihoodCategory, categorize_likelihood, format_probability
 from .models import cam_target_layer, create_model
 from .preprocess import SquareGeometry, compute_geometry, normalize, resize_to_square, restore_geometry
 from .quality import QualityFlag, assess_quality, describe_flag
@@ -279,10 +279,12 @@ class Predictor:
         if not in_scope:
             decision_text = OUTSIDE_INTENDED_USE
         elif decision:
-            decision_text = (f"P(malignant) {p:.0%} is at or above the operating threshold {card.threshold:.0%}: "
+            decision_text = (f"P(malignant) {format_probability(p)} is at or above the operating threshold "
+                             f"{card.threshold:.0%}: "
                              "flagged as suspicious for malignancy")
         else:
-            decision_text = (f"P(malignant) {p:.0%} is below the operating threshold {card.threshold:.0%}: "
+            decision_text = (f"P(malignant) {format_probability(p)} is below the operating threshold "
+                             f"{card.threshold:.0%}: "
                              "not flagged")
         low_conf = uncertainty > UNCERTAINTY_LIMIT or abs(p - card.threshold) < THRESHOLD_MARGIN
         notes = list(image.notes)

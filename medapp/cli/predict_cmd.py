@@ -27,13 +27,13 @@ EXIT_ERROR = 2
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..explain import list_cam_methods
-
+    # no medapp.explain import here: building the parser must not load torch and grad-cam for every command
     parser = sub.add_parser("predict", help="predict images or folders with the shipped (or a given) model")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image file or folder of images")
     parser.add_argument("--model", help="model folder (default: $MEDAPP_MODEL_DIR or the shipped model)")
     parser.add_argument("--cam", default=None, metavar="METHOD",
-                        help=f"heatmap method: {', '.join(list_cam_methods(True))} (default: the card's, gradcam)")
+                        help="heatmap method: gradcam, gradcam++, hirescam, layercam, eigencam; scorecam and "
+                             "ablationcam with --allow-slow-cam (default: the model card's)")
     parser.add_argument("--allow-slow-cam", action="store_true", help="allow scorecam and ablationcam")
     parser.add_argument("--target", default=None, help="class the heatmap explains (default: the predicted one)")
     parser.add_argument("--overlay-dir", type=Path, help="write <name>_overlay.png heatmap overlays here")
