@@ -88,7 +88,7 @@ def render_model_readme(model_dir: str | Path) -> str:
             lines += ["### Where the model looks (Grad-CAM vs radiologist masks, test lesions)", "",
                       "| method | pointing game | energy in mask | n |", "|---|---|---|---|"]
             for name, r in loc.items():
-                if isinstance(r, dict):
+                if isinstance(r, dict) and "pointing_game" in r:
                     mark = " (default)" if name == loc.get("default") else ""
                     lines.append(f"| {name}{mark} | {r['pointing_game']:.3f} | {r['energy_in_mask']:.3f} | "
                                  f"{r['n']} |")
