@@ -94,7 +94,8 @@ def render_model_readme(model_dir: str | Path) -> str:
                                  f"{r['n']} |")
             lines += ["", "Anchor: pointing game 0.71 for CAM on breast-mass ultrasound (Byra et al., "
                       "J Ultrason 2022).", ""]
-        lines += ["![curves](plots/busi_test_curves.png) ![confusion](plots/busi_test_confusion.png)", ""]
+        lines += ["![ROC](plots/busi_test_roc.png) ![reliability](plots/busi_test_reliability.png) "
+                  "![confusion matrix](plots/busi_test_confusion.png)", ""]
     if val:
         lines += [f"Validation split (n = {val['n']}, used for selection and calibration): AUC {val['auc']:.3f}, "
                   f"ACC {val['accuracy']:.3f}.", ""]

@@ -67,4 +67,4 @@ def test_evaluate_cli_writes_json(shipped_model_dir, busi_dir, tmp_path):
     metrics = json.loads(out.read_text())
     assert metrics["split"] == "val" and metrics["n"] == 78
     assert "AUC" in result.stdout
-    assert (model_dir / "metrics_busi_val.json").is_file() and (model_dir / "plots" / "busi_val_curves.png").is_file()
+    assert (model_dir / "metrics_busi_val.json").is_file() and (model_dir / "plots" / "busi_val_roc.png").is_file()
