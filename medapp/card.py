@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .choices import Choice
 from .errors import ModelLoadError
 
 CARD_FILE = "model_card.json"
@@ -39,20 +39,12 @@ OUT_OF_SCOPE_USE = (
 )
 
 
-class ResizePolicy(StrEnum):
+class ResizePolicy(Choice):
     """How a non-square image becomes the square model input."""
 
     PAD = "pad"  # keep aspect ratio, letterbox with black (ultrasound background is black)
     CROP = "crop"  # keep aspect ratio, centre square crop (MedMNIST's choice)
     STRETCH = "stretch"  # ignore aspect ratio
-
-    @classmethod
-    def parse(cls, value: str) -> ResizePolicy:
-        try:
-            return cls(value)
-        except ValueError as e:
-            valid = ", ".join(p.value for p in cls)
-            raise ValueError(f"unknown resize policy {value!r}; choose one of: {valid}") from e
 
 
 @dataclass

@@ -10,12 +10,12 @@ import csv
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
 from .card import CLASS_NAMES, InputSpec
+from .choices import Choice
 from .errors import DataNotFoundError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -26,17 +26,10 @@ BREASTMNIST_FILE = "medmnist/breastmnist.npz"
 BREASTMNIST_MALIGNANT_LABEL = 0
 
 
-class Split(StrEnum):
+class Split(Choice):
     TRAIN = "train"
     VAL = "val"
     TEST = "test"
-
-    @classmethod
-    def parse(cls, value: str) -> Split:
-        try:
-            return cls(value)
-        except ValueError as e:
-            raise ValueError(f"unknown split {value!r}; choose one of: {', '.join(s.value for s in cls)}") from e
 
 
 def data_dir() -> Path:

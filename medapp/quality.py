@@ -8,22 +8,16 @@ that range, so a flag means the image is unlike anything the model was trained o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
+from .choices import Choice
 
-class QualityFlag(StrEnum):
+
+class QualityFlag(Choice):
     TOO_SMALL = "too_small"
     NEARLY_CONSTANT = "nearly_constant"
     SATURATED = "saturated"
-
-    @classmethod
-    def parse(cls, value: str) -> QualityFlag:
-        try:
-            return cls(value)
-        except ValueError as e:
-            raise ValueError(f"unknown quality flag {value!r}; valid: {', '.join(f.value for f in cls)}") from e
 
 
 @dataclass(frozen=True)

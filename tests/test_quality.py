@@ -44,7 +44,7 @@ def test_quality_flags(name: str, pixels: np.ndarray, flags: list[QualityFlag]) 
 def test_flag_wording_says_what_to_do() -> None:
     assert "28x28 px" in describe_flag("too_small", (28, 28))
     assert "at least 128 px" in describe_flag(QualityFlag.TOO_SMALL)
-    with pytest.raises(ValueError, match="valid: too_small"):
+    with pytest.raises(ValueError, match="choose one of: too_small"):
         describe_flag("blurry")
 
 
