@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medapp.data import busi_path, load_busi_records  # noqa: E402
 from medapp.explain import overlay_heatmap  # noqa: E402
 from medapp.imaging import load_image  # noqa: E402
-from medapp.predict import Predictor, normalize_batch  # noqa: E402
-from medapp.preprocess import resize_to_square  # noqa: E402
+from medapp.predict import Predictor  # noqa: E402
+from medapp.preprocess import normalize, resize_to_square  # noqa: E402
 
 TARGET_P50_MS = 250.0
 
@@ -79,7 +79,7 @@ def main() -> int:
         t2 = time.perf_counter()
         overlay_heatmap(image.display, pred.heatmap)
         t3 = time.perf_counter()
-        x = normalize_batch(torch.from_numpy(resize_to_square(image.pixels, predictor.card.input))[None],
+        x = normalize(torch.from_numpy(resize_to_square(image.pixels, predictor.card.input))[None],
                             predictor.card.input)
         with torch.no_grad():
             tb = time.perf_counter()

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calibrate import softmax
-from .card import CARD_FILE, MALIGNANT, WEIGHTS_FILE, InputSpec, ModelCard
+from .card import CARD_FILE, MALIGNANT, WEIGHTS_FILE, ModelCard
 from .checkpoint import load_weights
 from .errors import ModelLoadError
 from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layers
@@ -118,14 +118,6 @@ class Prediction:
             "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
             "notes": list(self.notes),
         }
-
-
-def normalize_batch(squares: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    """(N, S, S) in [0, 1] -> (N, C, S, S) through the shared :func:`medapp.preprocess.normalize`, square by square.
-
-    (``normalize`` on a whole (N, S, S) stack cannot tell a batch of N from N channels when N == channels.)
-    """
-    return torch.stack([normalize(square, spec) for square in squares])
 
 
 def tta_views(squares: torch.Tensor, shift: float = TTA_SHIFT) -> torch.Tensor:
@@ -232,7 +224,7 @@ class Predictor:
         flags = [assess_quality(im.pixels) for im in images]
         views = tta_views(squares) if tta else squares[None]
         n_views = views.shape[0]
-        x = normalize_batch(views.reshape(-1, spec.size, spec.size), spec)
+        x = normalize(views.reshape(-1, spec.size, spec.size), spec)
         lap("preprocess")
         with self._lock:
             with torch.no_grad():

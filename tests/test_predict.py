@@ -49,7 +49,7 @@ def test_prediction_contract(tiny_predictor: Predictor) -> None:
 def test_calibration_uses_card_temperature(tiny_predictor: Predictor) -> None:
     image = medical_image(speckle_image(200, 200, seed=5))
     pred = tiny_predictor.predict(image, explain=False)
-    x = predict_module.normalize_batch(
+    x = predict_module.normalize(
         torch.from_numpy(predict_module.resize_to_square(image.pixels, tiny_predictor.card.input))[None],
         tiny_predictor.card.input)
     with torch.no_grad():
