@@ -38,6 +38,18 @@ OUT_OF_SCOPE_USE = (
     "without a radiologist's review."
 )
 
+# What every BUSI-trained model inherits (Al-Dhabyani et al., Data in Brief 28:104863, 2020; flaws published by
+# Pawlowska et al., Data in Brief 2023; see ../shared/data/README.md).
+BUSI_KNOWN_FLAWS = (
+    "- One hospital (Baheya, Cairo), images from 2018, 600 women aged 25-75: other scanners, presets and "
+    "populations may behave differently.\n"
+    "- Near-duplicate images of the same lesion exist, some across the official splits, which flatters test scores; "
+    "one image appears twice with different labels.\n"
+    "- Some images carry burned-in annotations or calipers that a model can learn instead of the lesion.\n"
+    "- 'Normal' images are few (133 of 780), and the official test split has 156 images (42 malignant), so every "
+    "number has a wide confidence interval."
+)
+
 
 class ResizePolicy(Choice):
     """How a non-square image becomes the square model input."""

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+if TYPE_CHECKING:
+    from .card import ModelCard
 
 from .errors import ModelLoadError
 
@@ -45,6 +49,29 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
     except (RuntimeError, OSError, ValueError) as e:
         raise ModelLoadError(f"weights in {path} do not fit the architecture in the card: {e}") from e
     return model
+
+
+def load_model(model_dir: str | Path) -> tuple[ModelCard, nn.Module]:
+    """A model folder's card and its eval-mode network, weights verified against the card's SHA-256.
+
+    The one loader for serving and evaluation, so both run exactly the weights the card vouches for.
+    """
+    from .card import WEIGHTS_FILE, ModelCard
+    from .models import create_model
+
+    model_dir = Path(model_dir)
+    card = ModelCard.load(model_dir)
+    if not card.weights_sha256:
+        raise ModelLoadError(f"the model card in {model_dir} records no weights_sha256, so the weights cannot be "
+                             "verified; re-export the model with `python -m medapp train`")
+    try:
+        model = create_model(card.architecture, num_classes=len(card.class_names), in_chans=card.input.channels,
+                             **card.model_args)
+    except (ValueError, TypeError) as e:
+        raise ModelLoadError(f"cannot build architecture {card.architecture!r} from the card in {model_dir}: "
+                             f"{e}") from e
+    load_weights(model, model_dir / WEIGHTS_FILE, card.weights_sha256)
+    return card, model.eval()
 
 
 def unwrap(model: nn.Module) -> nn.Module:

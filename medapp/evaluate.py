@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .calibrate import softmax
-from .card import METRICS_FILE, ModelCard
-from .checkpoint import load_weights
+from .card import METRICS_FILE
+from .checkpoint import load_model
 from .data import Split, load_breastmnist, load_busi_records, load_squares
 from .metrics import (
     binary_auc,
@@ -28,7 +27,6 @@ from .metrics import (
     operating_point,
     reliability_bins,
 )
-from .models import create_model
 from .preprocess import resize_to_square
 from .train import predict_logits
 
@@ -55,27 +53,17 @@ ANCHORS: list[dict[str, Any]] = [
 ]
 
 
-def load_model(model_dir: str | Path) -> tuple[ModelCard, torch.nn.Module]:
-    """Card + eval-mode model with checksum-verified weights."""
-    from .card import WEIGHTS_FILE
-
-    card = ModelCard.load(model_dir)
-    model = create_model(card.architecture, num_classes=len(card.class_names), in_chans=card.input.channels,
-                         **card.model_args)
-    load_weights(model, Path(model_dir) / WEIGHTS_FILE, card.weights_sha256)
-    return card, model.eval()
-
-
-def binary_report(card: ModelCard, is_malignant: np.ndarray, p_mal: np.ndarray, p_mal_raw: np.ndarray,
+def binary_report(threshold: float, is_malignant: np.ndarray, p_mal: np.ndarray, p_mal_raw: np.ndarray,
                   n_boot: int) -> dict[str, Any]:
-    """Malignant-vs-rest metrics shared by the BUSI and BreastMNIST modes."""
+    """Malignant-vs-rest metrics (calibrated ``p_mal``, uncalibrated ``p_mal_raw``) at the card's ``threshold``,
+    shared by the BUSI and BreastMNIST modes."""
     auc = binary_auc(is_malignant, p_mal)
-    at_threshold = operating_point(is_malignant, p_mal, card.threshold)
+    at_threshold = operating_point(is_malignant, p_mal, threshold)
     return {
         "auc": auc,
         "auc_ci": list(bootstrap_auc_ci(is_malignant, p_mal, n_boot=n_boot)),
         "accuracy": operating_point(is_malignant, p_mal, 0.5)["accuracy"],
-        "threshold": card.threshold,
+        "threshold": threshold,
         **{k: at_threshold[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
         "n_positive": int(is_malignant.sum()),
         "n_negative": int((~is_malignant).sum()),
@@ -101,7 +89,7 @@ def evaluate_busi(model_dir: str | Path, split: str = "test", *, n_boot: int = 2
     result: dict[str, Any] = {
         "model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,
         "dataset": "busi", "split": split, "n": len(records),
-        **binary_report(card, is_mal, probs[:, m], probs_raw[:, m], n_boot),
+        **binary_report(card.threshold, is_mal, probs[:, m], probs_raw[:, m], n_boot),
         **multiclass_summary(labels, probs, len(card.class_names)),
         "class_names": list(card.class_names),
         "temperature": card.temperature,
@@ -129,7 +117,7 @@ def evaluate_breastmnist(model_dir: str | Path, split: str = "test", *, n_boot: 
     p_mal, p_raw = softmax(logits, card.temperature)[:, m], softmax(logits)[:, m]
     return {"model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,
             "dataset": "breastmnist", "split": split, "n": len(p_mal),
-            **binary_report(card, data.malignant, p_mal, p_raw, n_boot), "anchors": ANCHORS}
+            **binary_report(card.threshold, data.malignant, p_mal, p_raw, n_boot), "anchors": ANCHORS}
 
 
 def metrics_filename(dataset: str, split: str) -> str:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .card import METRICS_FILE, ModelCard
+from .card import BUSI_KNOWN_FLAWS, METRICS_FILE, ModelCard
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -102,14 +102,7 @@ def render_model_readme(model_dir: str | Path) -> str:
     lines += [
         "## Intended use", card.intended_use, "",
         "## Out of scope", card.out_of_scope_use, "",
-        "## Known limits",
-        "- BUSI comes from one hospital (Baheya, Cairo, 2018) and one scanner family; performance on other "
-        "scanners and populations is unknown.",
-        "- BUSI has near-duplicate images, some across the official split (Pawlowska et al., Data in Brief 2023); "
-        "`benign (433)` and `malignant (145)` are the same pixels with different labels.",
-        "- Some images carry burned-in annotations or calipers that a model can learn as shortcuts.",
-        "- 156 test images: confidence intervals are wide (see the AUC CI).",
-        "",
+        "## Known limits of the training data", BUSI_KNOWN_FLAWS, "",
     ]
     return "\n".join(lines)
 

@@ -63,6 +63,14 @@ def default_input(name: str) -> tuple[float, float]:
     return entry.mean, entry.std
 
 
+def trained_model_args(name: str, model_args: dict[str, Any]) -> dict[str, Any]:
+    """The factory arguments that rebuild a trained model: never reload ImageNet weights (they are overwritten)."""
+    import inspect
+
+    takes_pretrained = "pretrained" in inspect.signature(_entry(name).factory).parameters
+    return {**model_args, "pretrained": False} if takes_pretrained else dict(model_args)
+
+
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     """Turn an RGB stem kernel (O, 3, k, k) into ``in_chans`` channels: summed for grayscale, as timm does.
 

@@ -20,7 +20,8 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from .card import MALIGNANT, METRICS_FILE, ModelCard
+from .card import BUSI_KNOWN_FLAWS, INTENDED_USE, MALIGNANT, METRICS_FILE, OUT_OF_SCOPE_USE, ModelCard
+from .metrics import operating_point
 
 HISTORY_FILE = "history.csv"
 # Colours for the dark app theme (.streamlit/config.toml): figure background matches the page.
@@ -115,11 +116,9 @@ def operating_point_at(metrics: Mapping[str, Any], threshold: float) -> Operatin
     predictions = metrics.get("predictions")
     if not predictions:
         return operating_point_from_roc(metrics, threshold)
-    positive = np.array([p["label"] == MALIGNANT for p in predictions])
-    flagged = np.array([p["p_malignant"] for p in predictions], dtype=np.float64) >= threshold
-    return OperatingPoint(threshold=float(threshold), tp=int((flagged & positive).sum()),
-                          fp=int((flagged & ~positive).sum()), tn=int((~flagged & ~positive).sum()),
-                          fn=int((~flagged & positive).sum()))
+    counts = operating_point([p["label"] == MALIGNANT for p in predictions],
+                             [p["p_malignant"] for p in predictions], threshold)
+    return OperatingPoint(threshold=float(threshold), **{k: counts[k] for k in ("tp", "fp", "tn", "fn")})
 
 
 def operating_point_from_roc(metrics: Mapping[str, Any], threshold: float) -> OperatingPoint:
@@ -322,19 +321,6 @@ def render_charts(metrics: Mapping[str, Any], history: Mapping[str, Sequence[flo
     return {key: figure_png(chart_figure(key, metrics, history)) for key in available_charts(metrics, history)}
 
 
-# What every BUSI-trained model inherits (Al-Dhabyani et al., Data in Brief 28:104863, 2020; flaws published by
-# Pawlowska et al., Data in Brief 2023; see ../shared/data/README.md).
-BUSI_KNOWN_FLAWS = (
-    "- One hospital (Baheya, Cairo), images from 2018, 600 women aged 25-75: other scanners, presets and "
-    "populations may behave differently.\n"
-    "- Near-duplicate images of the same lesion exist, some across the official splits, which flatters test scores; "
-    "one image appears twice with different labels.\n"
-    "- Some images carry burned-in annotations or calipers that a model can learn instead of the lesion.\n"
-    "- 'Normal' images are few (133 of 780), and the official test split has 156 images (42 malignant), so every "
-    "number has a wide confidence interval."
-)
-
-
 def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """(title, markdown) sections of the Model card page, from the card (and ``metrics.json`` when given)."""
     metrics = metrics or card.metrics or {}
@@ -352,10 +338,8 @@ def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> 
         ("Model", f"**{card.name}** version {card.version}: {card.architecture}, input {card.input.size} px "
                   f"({card.input.resize}), classes {', '.join(card.class_names)}. Weights SHA-256 "
                   f"`{card.weights_sha256 or 'not recorded'}`."),
-        ("Intended use", card.intended_use or "Second reader for single 2-D breast-ultrasound images: an estimate "
-                                              "of the probability of malignancy and where the model looked."),
-        ("Not intended for", card.out_of_scope_use or "Other modalities or body parts, screening decisions without "
-                                                      "a clinician, video, or images with heavy annotations."),
+        ("Intended use", card.intended_use or INTENDED_USE),
+        ("Not intended for", card.out_of_scope_use or OUT_OF_SCOPE_USE),
         ("Training data and its known flaws", (card.training_data + "\n\n" if card.training_data else "")
          + BUSI_KNOWN_FLAWS),
         ("Evaluation", evaluation),

@@ -11,7 +11,6 @@ Probabilities are those of the unaugmented image, the view the card's temperatur
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -27,13 +26,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .calibrate import softmax
-from .card import CARD_FILE, MALIGNANT, WEIGHTS_FILE, ModelCard
-from .checkpoint import load_weights
+from .card import CARD_FILE, MALIGNANT, ModelCard
+from .checkpoint import load_model
 from .errors import ModelLoadError
 from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layers
 from .imaging import MedicalImage
 from .likelihood import LikelihoodCategory, categorize_likelihood, format_probability
-from .models import cam_target_layer, create_model
+from .models import cam_target_layer
 from .preprocess import SquareGeometry, compute_geometry, normalize, resize_to_square, restore_geometry
 from .quality import QualityFlag, assess_quality, describe_flag
 from .scope import ScopeGate
@@ -145,7 +144,7 @@ class Predictor:
         self.gate = gate
         self.model_dir = model_dir
         # how heatmaps are made: the card's "explain" entry (target_layer, method, flip_average, shift, smooth)
-        cfg = dict(explain_config if explain_config is not None else getattr(card, "explain", None) or {})
+        cfg = dict(explain_config if explain_config is not None else card.explain)
         self.explain_config = cfg
         self.target_layer = (resolve_layers(model, cfg["target_layer"]) if cfg.get("target_layer")
                              else [cam_target_layer(card.architecture, model)])
@@ -163,20 +162,8 @@ class Predictor:
     def from_dir(cls, model_dir: str | Path | None = None) -> Predictor:
         """Load ``model_dir`` (default :func:`default_model_dir`), verifying the weights' SHA-256 against the card."""
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
-        card = ModelCard.load(model_dir)
-        if not card.weights_sha256:
-            raise ModelLoadError(f"the model card in {model_dir} records no weights_sha256, so the weights cannot be "
-                                 "verified; re-export the model with `python -m medapp train`")
-        try:
-            model = create_model(card.architecture, num_classes=len(card.class_names), in_chans=card.input.channels,
-                                 **card.model_args)
-        except (ValueError, TypeError) as e:
-            raise ModelLoadError(f"cannot build architecture {card.architecture!r} from the card in {model_dir}: "
-                                 f"{e}") from e
-        load_weights(model, model_dir / WEIGHTS_FILE, card.weights_sha256)
-        gate = ScopeGate.load(model_dir, card)
-        raw = json.loads((model_dir / CARD_FILE).read_text())
-        return cls(model, card, gate, model_dir=model_dir, explain_config=raw.get("explain"))
+        card, model = load_model(model_dir)
+        return cls(model, card, ScopeGate.load(model_dir, card), model_dir=model_dir)
 
     @property
     def model_info(self) -> dict[str, str]:

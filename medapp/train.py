@@ -31,7 +31,7 @@ from .card import CLASS_NAMES, INTENDED_USE, OUT_OF_SCOPE_USE, WEIGHTS_FILE, Inp
 from .checkpoint import load_weights, save_weights, unwrap
 from .config import LossName, OptimizerName, ScheduleName, TrainConfig, save_config
 from .data import BusiRecord, load_busi_records, load_squares
-from .models import create_model, default_input, leading_stages
+from .models import create_model, default_input, leading_stages, trained_model_args
 from .preprocess import normalize
 
 log = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
     from .scope import fit_scope_gate
 
     model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=spec.channels,
-                         **{**cfg.model_args, **_no_pretrained(cfg)})
+                         **trained_model_args(cfg.architecture, cfg.model_args))
     load_weights(model, weights_path).eval()
     val_logits = predict_logits(model, val_x, spec)
     temperature = fit_temperature(val_logits, val_y)
@@ -271,7 +271,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
     card = ModelCard(
         name=cfg.name,
         architecture=cfg.architecture,
-        model_args={**cfg.model_args, **_no_pretrained(cfg)},
+        model_args=trained_model_args(cfg.architecture, cfg.model_args),
         input=spec,
         temperature=temperature,
         threshold=threshold,
@@ -315,16 +315,6 @@ def recalibrate(model_dir: str | Path, command: str = "") -> ModelCard:
                           load_squares(train_records, spec), command=old.command if old else command,
                           best_epoch=old.metrics.get("best_epoch", -1) if old else -1,
                           best_val_auc=old.metrics.get("val_auc", float("nan")) if old else float("nan"))
-
-
-def _no_pretrained(cfg: TrainConfig) -> dict[str, bool]:
-    """Rebuilding a trained model must not reload ImageNet weights (they are overwritten anyway)."""
-    import inspect
-
-    from .models import _entry
-
-    params = inspect.signature(_entry(cfg.architecture).factory).parameters
-    return {"pretrained": False} if "pretrained" in params else {}
 
 
 def _write_history(history: list[dict[str, float]], path: Path) -> None:

@@ -15,16 +15,8 @@ import numpy as np
 import pytest
 
 from medapp.data import data_dir
-from medapp.evaluate import ANCHORS
-from medapp.metrics import (
-    binary_auc,
-    bootstrap_auc_ci,
-    curve_points,
-    expected_calibration_error,
-    multiclass_summary,
-    operating_point,
-    reliability_bins,
-)
+from medapp.evaluate import ANCHORS, binary_report
+from medapp.metrics import multiclass_summary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["normal", "benign", "malignant"]
@@ -38,17 +30,9 @@ def fake_metrics(n: int = 156, seed: int = 0, threshold: float = 0.2) -> dict[st
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     raw = np.exp(2 * logits) / np.exp(2 * logits).sum(1, keepdims=True)
     is_mal, p_mal, p_raw = labels == 2, probs[:, 2], raw[:, 2]
-    at_t = operating_point(is_mal, p_mal, threshold)
     return {
         "model": "fake_model", "version": "0.0.1", "weights_sha256": "0" * 64, "dataset": "busi", "split": "test",
-        "n": n, "auc": binary_auc(is_mal, p_mal), "auc_ci": list(bootstrap_auc_ci(is_mal, p_mal, n_boot=200)),
-        "accuracy": operating_point(is_mal, p_mal, 0.5)["accuracy"], "threshold": threshold,
-        **{k: at_t[k] for k in ("sensitivity", "specificity", "ppv", "npv")},
-        "n_positive": int(is_mal.sum()), "n_negative": int((~is_mal).sum()),
-        "ece": expected_calibration_error(is_mal, p_mal), "ece_uncalibrated": expected_calibration_error(is_mal, p_raw),
-        "curves": {**curve_points(is_mal, p_mal),
-                   "reliability": {"calibrated": reliability_bins(is_mal, p_mal),
-                                   "uncalibrated": reliability_bins(is_mal, p_raw)}},
+        "n": n, **binary_report(threshold, is_mal, p_mal, p_raw, n_boot=200),
         **multiclass_summary(labels, probs, 3),
         "class_names": CLASS_NAMES, "temperature": 1.5, "anchors": ANCHORS,
         "predictions": [{"image": f"x/{i}.png", "label": CLASS_NAMES[y], "p_malignant": float(p)}
