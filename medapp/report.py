@@ -16,16 +16,12 @@ import numpy as np
 from fpdf import FPDF
 from PIL import Image
 
-from .card import ModelCard
+from .card import INTENDED_USE, ModelCard
 from .imaging import MedicalImage
 from .likelihood import DISCLAIMER
 from .predict import Prediction
 
 DECISION_SUPPORT = "Decision support only, not a diagnosis"
-DEFAULT_INTENDED_USE = (
-    "Second reader for a single 2-D breast ultrasound image: estimates the probability that a lesion is malignant "
-    "and shows where the model looked. A clinician makes every decision; the result is not a diagnosis."
-)
 _FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu: Unicode glyphs (≤, –, µ) in the PDF
 _MAX_IMAGE_SIDE = 800  # px embedded per picture: sharp at ~85 mm wide, keeps the PDF small
 
@@ -132,7 +128,7 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     pdf.set_font("DejaVu", "B", 12)
     pdf.cell(0, 7, "Intended use", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("DejaVu", size=9)
-    pdf.multi_cell(width, 4.8, card.intended_use or DEFAULT_INTENDED_USE, new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width, 4.8, card.intended_use or INTENDED_USE, new_x="LMARGIN", new_y="NEXT")
     if card.out_of_scope_use:
         pdf.multi_cell(width, 4.8, f"Not for: {card.out_of_scope_use}", new_x="LMARGIN", new_y="NEXT")
     pdf.multi_cell(width, 4.8, DISCLAIMER, new_x="LMARGIN", new_y="NEXT")
