@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/predict_latency.py [--model DIR] [--image PNG] [--repeats 30] [--folder DIR]
 
-Prints p50 and p95 (ms) of each stage of one prediction (decode, preprocess, forward with TTA, scope, Grad-CAM,
-restore to the original size, overlay) and end to end, beside the bare single-view model forward; then batch
+Prints p50 and p95 (ms) of each stage of one prediction (decode, preprocess, forward, scope, the CAM pass that
+also gives the TTA views' logits, restore to the original size, overlay) and end to end, beside the bare single-view model forward; then batch
 throughput (images/s, decode included) over a folder of BUSI images (default: the first 32 BUSI test images).
 Acceptance (issue 4): end-to-end p50 <= 250 ms for a ~500x500 ultrasound PNG on the 2-core machine.
 """
@@ -95,8 +95,9 @@ def main() -> int:
 
     print(f"\none image: {image_path.name} {image.pixels.shape[1]}x{image.pixels.shape[0]} px, "
           f"{args.repeats} runs, {pred.tta_views} TTA views, CAM {pred.cam_method} (ms)")
-    labels = {"forward": f"forward ({pred.tta_views} TTA views)", "cam": f"{pred.cam_method}",
-              "restore": "heatmap to original size"}
+    labels = {"forward": "forward (1 view)", "scope": "scope gate",
+              "cam_and_tta": f"{pred.cam_method} + TTA ({pred.tta_views} views)",
+              "cam_redo": "CAM again (views moved the class)", "restore": "heatmap to original size"}
     for name, values in stages.items():
         print(f"  {labels.get(name, name):28s} {pct(values)}")
     print(f"  {'bare model forward (1 view)':28s} {pct(bare)}")

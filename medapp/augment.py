@@ -38,8 +38,7 @@ class RandomGamma(nn.Module):
         return x.clamp(0.0, 1.0).pow(g)
 
 
-def build_train_transform(cfg: AugmentConfig) -> v2.Compose:
-    """The random transform applied to each training square; identity parts are left out."""
+def _geometric_steps(cfg: AugmentConfig) -> list[nn.Module]:
     steps: list[nn.Module] = []
     if cfg.hflip > 0:
         steps.append(v2.RandomHorizontalFlip(cfg.hflip))
@@ -47,6 +46,11 @@ def build_train_transform(cfg: AugmentConfig) -> v2.Compose:
         steps.append(v2.RandomAffine(degrees=cfg.degrees, translate=(cfg.translate, cfg.translate),
                                      scale=(cfg.scale_min, cfg.scale_max),
                                      interpolation=v2.InterpolationMode.BILINEAR))
+    return steps
+
+
+def _photometric_steps(cfg: AugmentConfig) -> list[nn.Module]:
+    steps: list[nn.Module] = []
     if cfg.brightness or cfg.contrast:
         steps.append(v2.ColorJitter(brightness=cfg.brightness, contrast=cfg.contrast))
     if cfg.gamma > 0:
@@ -57,4 +61,27 @@ def build_train_transform(cfg: AugmentConfig) -> v2.Compose:
         steps.append(SpeckleNoise(cfg.speckle))
     if cfg.erase > 0:
         steps.append(v2.RandomErasing(p=cfg.erase, scale=(0.02, 0.1), value=0.0))
-    return v2.Compose(steps)
+    return steps
+
+
+def _compose(steps: list[nn.Module]) -> nn.Module:
+    return v2.Compose(steps) if steps else nn.Identity()  # v2.Compose refuses an empty list
+
+
+def build_train_transform(cfg: AugmentConfig) -> nn.Module:
+    """The random transform applied to each training square; identity parts are left out."""
+    return _compose(_geometric_steps(cfg) + _photometric_steps(cfg))
+
+
+class PairedTransform(nn.Module):
+    """Augment a (1, S, S) square and its (1, S, S) lesion mask: one draw of the geometry for both, intensity
+    changes on the image only (so the mask still outlines the moved lesion)."""
+
+    def __init__(self, cfg: AugmentConfig) -> None:
+        super().__init__()
+        self.geometric = _compose(_geometric_steps(cfg))
+        self.photometric = _compose(_photometric_steps(cfg))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        both = self.geometric(torch.cat([image, mask]))
+        return self.photometric(both[:1]), both[1:]

@@ -93,6 +93,9 @@ class ModelCard:
     scope: dict[str, Any] = field(default_factory=dict)
     # how heatmaps are made for this model (CAM target layer(s), default method, view averaging); see medapp.explain
     explain: dict[str, Any] = field(default_factory=dict)
+    # True: the probabilities are softmax(mean over those views' logits / T), temperature and threshold fitted on
+    # that mean; False: the unaugmented view's alone
+    tta_headline: bool = False
     intended_use: str = ""
     out_of_scope_use: str = ""
     training_data: str = ""

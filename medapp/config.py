@@ -66,8 +66,14 @@ class TrainConfig:
     loss: str = LossName.CROSS_ENTROPY.value
     label_smoothing: float = 0.0
     class_weights: bool = False
+    # weight of the lesion-mask loss (BCE + Dice on BUSI's radiologist masks); needs a model built with lesion
+    # attention (model_args.lesion_block); 0 trains the classifier on labels alone
+    lesion_weight: float = 0.0
     freeze_blocks: int = 0  # pretrained backbones: number of leading stages kept frozen
     patience: int = 10  # early stopping on validation AUC (malignant vs rest)
+    # >0: ship the average of the last swa_epochs epochs' weights (Izmailov et al. 2018) instead of the single
+    # epoch with the best validation AUC, whose choice on 78 images is noisy; runs every epoch (no early stop)
+    swa_epochs: int = 0
     seed: int = 0
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_split: str = "val"
@@ -76,6 +82,12 @@ class TrainConfig:
     min_sensitivity: float = 0.90  # operating threshold rule: highest threshold with val sensitivity >= this
     out_dir: str = "runs/busi_model"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # how the app's heatmaps are made, copied into the card (target_layer, method, flip_average, shift, smooth,
+    # rule); chosen on the validation lesions with bench/cam_choice.py, after training, so it never steers training
+    explain: dict[str, Any] = field(default_factory=dict)
+    # headline probabilities from the mean logits of the explain entry's views (test-time augmentation), with
+    # temperature and threshold fitted on that mean; chosen on validation NLL (docs/design_choices.md)
+    tta_headline: bool = False
 
     def __post_init__(self) -> None:
         for key, enum in (("loss", LossName), ("optimizer", OptimizerName), ("schedule", ScheduleName)):
@@ -87,6 +99,8 @@ class TrainConfig:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of: {valid}") from e
         if isinstance(self.augment, dict):
             self.augment = _build(AugmentConfig, self.augment, "augment.")
+        if not 0 <= self.swa_epochs <= self.epochs:
+            raise ConfigError(f"swa_epochs={self.swa_epochs} must be between 0 and epochs={self.epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

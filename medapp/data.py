@@ -145,3 +145,16 @@ def load_squares(records: list[BusiRecord], spec: InputSpec, root: Path | None =
     for i, record in enumerate(tqdm(records, desc="decode", disable=not progress, leave=False)):
         out[i] = resize_to_square(load_image(busi_path(record, root)).pixels, spec)
     return out
+
+
+def load_mask_squares(records: list[BusiRecord], spec: InputSpec, root: Path | None = None) -> np.ndarray:
+    """Each record's lesion mask (union), resized like its image: (N, size, size) float32 in [0, 1].
+
+    Normal images give all-zero squares. For training's lesion-attention loss, cached once per run.
+    """
+    from .preprocess import resize_to_square
+
+    out = np.empty((len(records), spec.size, spec.size), dtype=np.float32)
+    for i, record in enumerate(records):
+        out[i] = resize_to_square(load_busi_mask(record, root).astype(np.float32), spec)
+    return out

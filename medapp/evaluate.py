@@ -28,7 +28,7 @@ from .metrics import (
     reliability_bins,
 )
 from .preprocess import resize_to_square
-from .train import predict_logits
+from .train import headline_views, predict_logits
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def evaluate_busi(model_dir: str | Path, split: str = "test", *, n_boot: int = 2
                   localization: bool = False) -> dict[str, Any]:
     card, model = load_model(model_dir)
     records = load_busi_records(Split.parse(split))
-    logits = predict_logits(model, load_squares(records, card.input, progress=True), card.input)
+    views = headline_views(card.tta_headline, card.explain, card.input)
+    logits = predict_logits(model, load_squares(records, card.input, progress=True), card.input, views=views)
     labels = np.array([card.class_names.index(r.label) for r in records])
     probs, probs_raw = softmax(logits, card.temperature), softmax(logits)
     m = card.malignant_index
@@ -112,7 +113,8 @@ def evaluate_breastmnist(model_dir: str | Path, split: str = "test", *, n_boot: 
     card, model = load_model(model_dir)
     data = load_breastmnist(split)
     squares = np.stack([resize_to_square(img.astype(np.float32) / 255.0, card.input) for img in data.images])
-    logits = predict_logits(model, squares, card.input)
+    logits = predict_logits(model, squares, card.input,
+                            views=headline_views(card.tta_headline, card.explain, card.input))
     m = card.malignant_index
     p_mal, p_raw = softmax(logits, card.temperature)[:, m], softmax(logits)[:, m]
     return {"model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,

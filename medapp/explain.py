@@ -12,10 +12,12 @@ the coarse (4x4-8x8) grid of the last convolutional stage.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-from pytorch_grad_cam import (AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM)
+from pytorch_grad_cam import AblationCAM, EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM, ScoreCAM
 from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
@@ -93,6 +95,20 @@ def cam_views(flip_average: bool = True, shift: int = 0) -> list[tuple[bool, int
     return [(flip, dy, dx) for flip in ((False, True) if flip_average else (False,)) for dy, dx in offsets]
 
 
+# default diagonal shift of the views, as a share of the input size: within training's translate augmentation
+DEFAULT_VIEW_SHIFT = 0.04
+
+
+def configured_views(explain: dict[str, Any], size: int,
+                     default_shift: float = DEFAULT_VIEW_SHIFT) -> list[tuple[bool, int, int]]:
+    """The views a model card's ``explain`` entry names (``flip_average``, ``shift`` as a share of ``size``).
+
+    One definition for the heatmap's views and the test-time augmentation's, in serving, calibration and
+    evaluation alike.
+    """
+    return cam_views(bool(explain.get("flip_average", True)), round(float(explain.get("shift", default_shift)) * size))
+
+
 def _shift(t: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
     """Move the last two axes' content by (dy, dx) pixels, filling the uncovered border with ``fill``."""
     if dy == 0 and dx == 0:
@@ -104,10 +120,36 @@ def _shift(t: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
     return out
 
 
-def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torch.Tensor,
-                class_index: int | list[int], method: str = DEFAULT_CAM_METHOD, *, allow_slow: bool = False,
-                flip_average: bool = True, shift: int = 0, fill: float = 0.0, smooth: float = 0.0) -> np.ndarray:
-    """Class activation maps for a batch.
+def view_batch(x: torch.Tensor, views: list[tuple[bool, int, int]], fill: float) -> torch.Tensor:
+    """(N, C, S, S) -> (V*N, C, S, S), view-major (all images' identity views first when views[0] is identity)."""
+    return torch.cat([_shift(x.flip(-1) if flip else x, dy, dx, fill) for flip, dy, dx in views])
+
+
+def merge_view_maps(maps: torch.Tensor, views: list[tuple[bool, int, int]], n: int) -> torch.Tensor:
+    """(V*N, S, S) maps of :func:`view_batch`'s views -> (N, S, S): each moved back, averaged where it saw."""
+    total = torch.zeros((n, *maps.shape[-2:]))
+    cover = torch.zeros_like(total)
+    for v, (flip, dy, dx) in enumerate(views):
+        back = _shift(maps[v * n : (v + 1) * n], -dy, -dx, 0.0)
+        seen = _shift(torch.ones_like(back), -dy, -dx, 0.0)
+        total += back.flip(-1) if flip else back
+        cover += seen.flip(-1) if flip else seen
+    return total / cover.clamp(min=1.0)
+
+
+@dataclass
+class CamResult:
+    """``maps`` (N, S, S) float32 in [0, 1]; ``logits`` (V*N, classes) of the views the maps were averaged over,
+    view-major, from the same forward pass (so test-time augmentation costs no second pass)."""
+
+    maps: np.ndarray
+    logits: torch.Tensor
+
+
+def run_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torch.Tensor,
+            class_index: int | list[int], method: str = DEFAULT_CAM_METHOD, *, allow_slow: bool = False,
+            flip_average: bool = True, shift: int = 0, fill: float = 0.0, smooth: float = 0.0) -> CamResult:
+    """Class activation maps for a batch, and the model's logits on every view.
 
     ``x`` (N, C, S, S) normalised model input; ``class_index`` one class for all or one per image. Several
     target layers give the mean of their (each max-scaled) maps, as pytorch-grad-cam aggregates them (fusing a
@@ -119,8 +161,8 @@ def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: 
     al. 2020, "Augmented Grad-CAM: heat-maps super resolution through augmentation"). ``smooth`` > 0 then
     applies a Gaussian of that std (px) to damp single-cell peaks of shallow layers' maps.
 
-    Returns (N, S, S) float32 in [0, 1] (each map scaled to max 1; all zeros where the class has no positive
-    evidence). Hooks are released before returning, also on error.
+    Maps are each scaled to max 1 (all zeros where the class has no positive evidence). Hooks are released
+    before returning, also on error.
     """
     cam_class = CAM_METHODS[check_cam_method(method, allow_slow)]
     n = x.shape[0]
@@ -128,7 +170,7 @@ def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: 
     if len(indices) != n:
         raise ValueError(f"got {len(indices)} class indices for {n} images")
     views = cam_views(flip_average, shift)
-    batch = torch.cat([_shift(x.flip(-1) if flip else x, dy, dx, fill) for flip, dy, dx in views])
+    batch = view_batch(x, views, fill)
     targets = [ClassifierOutputTarget(int(i)) for i in indices] * len(views)
     layers = list(target_layer) if isinstance(target_layer, (list, tuple)) else [target_layer]
     # cut at the layer that runs first (module order), so gradients still reach every target layer;
@@ -139,6 +181,7 @@ def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: 
     try:
         cam = cam_class(model=model, target_layers=layers)
         maps = cam(input_tensor=batch, targets=targets)
+        logits = cam.outputs.detach().float()
     finally:
         cut.remove()
         if cam is not None:
@@ -147,20 +190,19 @@ def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: 
             cam.outputs = None
         model.zero_grad(set_to_none=True)
     maps = torch.from_numpy(np.nan_to_num(np.asarray(maps, dtype=np.float32)))
-    total = torch.zeros((n, *maps.shape[-2:]))
-    cover = torch.zeros_like(total)
-    for v, (flip, dy, dx) in enumerate(views):
-        back = _shift(maps[v * n : (v + 1) * n], -dy, -dx, 0.0)
-        seen = _shift(torch.ones_like(back), -dy, -dx, 0.0)
-        total += back.flip(-1) if flip else back
-        cover += seen.flip(-1) if flip else seen
-    out = (total / cover.clamp(min=1.0)).numpy()
+    out = merge_view_maps(maps, views, n).numpy()
     if smooth > 0:
         from scipy.ndimage import gaussian_filter
 
         out = gaussian_filter(out, sigma=(0, smooth, smooth), mode="nearest")
     peak = out.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
-    return np.where(peak > 0, out / np.maximum(peak, 1e-12), 0.0).astype(np.float32)
+    return CamResult(np.where(peak > 0, out / np.maximum(peak, 1e-12), 0.0).astype(np.float32), logits)
+
+
+def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torch.Tensor,
+                class_index: int | list[int], method: str = DEFAULT_CAM_METHOD, **options: Any) -> np.ndarray:
+    """(N, S, S) float32 maps in [0, 1]: :func:`run_cam` without the logits."""
+    return run_cam(model, target_layer, x, class_index, method, **options).maps
 
 
 @functools.lru_cache(maxsize=16)

@@ -20,6 +20,18 @@ def _load(path: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _describe_explain(explain: dict[str, Any]) -> str:
+    if not explain:
+        return "the architecture's default CAM layer, Grad-CAM, image and mirror averaged"
+    mirror = explain.get("flip_average", True)
+    views = "the image and its mirror" if mirror else "the image"
+    if explain.get("shift"):
+        copies = "each also shifted" if mirror else "four copies shifted"
+        views = f"{views} and {copies} diagonally by {explain['shift']:.0%} of the input"
+    text = f"{explain.get('method', 'gradcam')} on `{explain.get('target_layer', 'default layer')}`, averaged over {views}"
+    return f"{text} ({explain['rule']})" if explain.get("rule") else text
+
+
 def render_model_readme(model_dir: str | Path) -> str:
     model_dir = Path(model_dir)
     card = ModelCard.load(model_dir)
@@ -37,18 +49,21 @@ def render_model_readme(model_dir: str | Path) -> str:
         f"- Architecture: `{card.architecture}` {json.dumps(card.model_args)}",
         f"- Input: {card.input.channels}-channel grayscale, {card.input.size}x{card.input.size} px, resize policy "
         f"`{card.input.resize}`, normalised (x - {card.input.mean:.4f}) / {card.input.std:.4f}",
-        f"- Classes: {', '.join(card.class_names)}; headline output: calibrated P(malignant)",
+        f"- Classes: {', '.join(card.class_names)}; headline output: calibrated P(malignant), from "
+        f"{'the mean logits of the heatmap views below (test-time augmentation)' if card.tta_headline else 'the unaugmented image'}",
         f"- Temperature (fitted on validation, Guo et al. 2017): {card.temperature:.3f}",
         f"- Operating threshold on P(malignant): {card.threshold:.3f} ({card.threshold_rule})",
         f"- Scope gate: {card.scope.get('method', '—')} on {card.scope.get('features', '—')}, threshold "
         f"{_fmt(card.scope.get('threshold'), 2)} ({card.scope.get('rule', '—')})",
+        f"- Heatmap: {_describe_explain(card.explain)}",
         f"- Weights: `model.safetensors`, SHA-256 `{card.weights_sha256}`",
         "",
         "## Training",
         f"- Data: {card.training_data}",
         f"- Config: loss `{cfg.get('loss')}`, optimiser `{cfg.get('optimizer')}` lr {cfg.get('lr')}, "
-        f"weight decay {cfg.get('weight_decay')}, {cfg.get('epochs')} epochs max (best epoch "
-        f"{card.metrics.get('best_epoch', '—')}, validation AUC {_fmt(card.metrics.get('val_auc'))}), "
+        f"weight decay {cfg.get('weight_decay')}, {cfg.get('epochs')} epochs max ("
+        f"{card.metrics.get('weights') or 'best epoch ' + str(card.metrics.get('best_epoch', '—'))}, "
+        f"validation AUC {_fmt(card.metrics.get('val_auc'))}), "
         f"batch {cfg.get('batch_size')}, seed {cfg.get('seed')}",
         f"- Reproduce: `{card.command}`",
         "",
@@ -59,7 +74,8 @@ def render_model_readme(model_dir: str | Path) -> str:
             f"## Evaluation on the official BreastMNIST/BUSI test split (n = {test['n']}, "
             f"{test['n_positive']} malignant)",
             "",
-            "Malignant vs rest. Chosen on validation only; test was scored once.",
+            "Malignant vs rest. Model and settings chosen on validation only; the project README's honest record "
+            "says how often this test split was scored.",
             "",
             "| metric | value |",
             "|---|---|",

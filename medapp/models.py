@@ -89,19 +89,25 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 @register_model(
     "efficientnet_lite0",
-    target_layer=lambda m: m._conv_head,
+    # with lesion attention, its spatial attention map: every later stage (so the whole decision) is weighted by it
+    target_layer=lambda m: m._lesion_gate.attention if hasattr(m, "_lesion_gate") else m._conv_head,
     # EfficientNet-Lite was trained on (x - 127) / 128 (tensorflow/tpu efficientnet_lite_builder.py)
     mean=127.0 / 255.0,
     std=128.0 / 255.0,
     description="EfficientNet-Lite0 (4.7M params, ReLU6, no SE), ImageNet-pretrained, stem summed to grayscale",
 )
 def efficientnet_lite0(*, num_classes: int, in_chans: int, pretrained: bool = True, dropout: float = 0.2,
-                       drop_connect: float = 0.2) -> nn.Module:
+                       drop_connect: float = 0.2, lesion_block: int | None = None,
+                       lesion_leak: float = 0.25) -> nn.Module:
+    """``lesion_block``: add mask-supervised lesion attention after that block (see medapp.lesion_attention)."""
     from efficientnet_lite_pytorch import EfficientNet
     from efficientnet_lite_pytorch.utils import get_same_padding_conv2d
 
+    from .lesion_attention import LesionAttentionEfficientNet
+
+    network = EfficientNet if lesion_block is None else LesionAttentionEfficientNet
     # image_size=None: TF "same" padding computed per input, so any input size works with one set of weights
-    model = EfficientNet.from_name(
+    model = network.from_name(
         "efficientnet-lite0", num_classes=num_classes, image_size=None, dropout_rate=dropout,
         drop_connect_rate=drop_connect,
     )
@@ -122,6 +128,8 @@ def efficientnet_lite0(*, num_classes: int, in_chans: int, pretrained: bool = Tr
         missing, unexpected = model.load_state_dict(state, strict=False)
         if set(missing) != {"_fc.weight", "_fc.bias"} or unexpected:
             raise RuntimeError(f"pretrained EfficientNet-Lite0 weights do not fit: {missing=} {unexpected=}")
+    if lesion_block is not None:
+        model.attach_lesion(lesion_block, lesion_leak)
     return model
 
 

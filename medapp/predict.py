@@ -5,8 +5,11 @@ from the model folder's card, so serving cannot drift from training. A :class:`P
 process and may be shared by many app sessions: model calls are serialised with a lock, and every CAM releases
 its hooks.
 
-Probabilities are those of the unaugmented image, the view the card's temperature and threshold were fitted on
-(Guo et al. 2017); test-time augmentation (mirror and +/-4% shifts) only measures how stable P(malignant) is.
+Test-time augmentation views are the heatmap's (the image, optionally its mirror, each also shifted diagonally
+by the card's shift), so one forward-backward pass gives both the heatmap and the views' logits. The headline
+probabilities are softmax(mean of the views' logits / T) when the card says ``tta_headline`` (its temperature and
+threshold were fitted on that mean), else the unaugmented image's (Guo et al. 2017); the spread of P(malignant)
+over the views is the uncertainty either way.
 """
 
 from __future__ import annotations
@@ -22,14 +25,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .calibrate import softmax
 from .card import CARD_FILE, MALIGNANT, ModelCard
 from .checkpoint import load_model
 from .errors import ModelLoadError
-from .explain import DEFAULT_CAM_METHOD, check_cam_method, compute_cam, resolve_layers
+from .explain import (DEFAULT_CAM_METHOD, DEFAULT_VIEW_SHIFT, check_cam_method, configured_views, resolve_layers,
+                      run_cam, view_batch)
 from .imaging import MedicalImage
 from .likelihood import LikelihoodCategory, categorize_likelihood, format_probability
 from .models import cam_target_layer
@@ -41,7 +44,7 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_DIR_ENV = "MEDAPP_MODEL_DIR"
-TTA_SHIFT = 0.04  # shift views move the image by 4% of the input size, within training's translate augmentation
+TTA_SHIFT = DEFAULT_VIEW_SHIFT  # shift views move the image by 4% of the input size
 # Low confidence: P(malignant) moves this much (std) across TTA views, or sits this close to the threshold.
 UNCERTAINTY_LIMIT = 0.10
 THRESHOLD_MARGIN = 0.05
@@ -119,20 +122,6 @@ class Prediction:
         }
 
 
-def tta_views(squares: torch.Tensor, shift: float = TTA_SHIFT) -> torch.Tensor:
-    """(N, S, S) squares in [0, 1] -> (V, N, S, S): identity first, left-right mirror, then four shifts.
-
-    Shifts fill with black, as the letterbox does; ultrasound is never mirrored top-bottom (the probe is on top).
-    """
-    size = squares.shape[-1]
-    s = max(1, round(size * shift))
-    padded = F.pad(squares, (s, s, s, s))
-    views = [squares, squares.flip(-1)]
-    for dy, dx in ((0, s), (0, -s), (s, 0), (-s, 0)):
-        views.append(padded[:, s - dy : s - dy + size, s - dx : s - dx + size])
-    return torch.stack(views)
-
-
 class Predictor:
     """A loaded model folder: ``predict(image)`` -> :class:`Prediction`. Thread-safe."""
 
@@ -152,8 +141,9 @@ class Predictor:
         self.target_layer_name = "+".join(names.get(id(m), type(m).__name__) for m in self.target_layer)
         self.default_cam_method = check_cam_method(cfg.get("method", DEFAULT_CAM_METHOD))
         self.flip_average = bool(cfg.get("flip_average", True))
-        # CAM views' diagonal shift as a share of the input size (0: mirror only)
-        self.cam_shift = round(float(cfg.get("shift", 0.0)) * card.input.size)
+        # CAM (and TTA) views' diagonal shift as a share of the input size; without one, TTA_SHIFT
+        self.cam_shift = round(float(cfg.get("shift", TTA_SHIFT)) * card.input.size)
+        self.views = configured_views(cfg, card.input.size)
         # Gaussian smoothing of the map, std as a share of the input size (0: none)
         self.cam_smooth = float(cfg.get("smooth", 0.0)) * card.input.size
         self._lock = threading.RLock()
@@ -209,45 +199,70 @@ class Predictor:
         squares = torch.from_numpy(np.stack([resize_to_square(im.pixels, spec) for im in images]))
         geometries = [compute_geometry(*im.pixels.shape, spec.size, spec.resize) for im in images]
         flags = [assess_quality(im.pixels) for im in images]
-        views = tta_views(squares) if tta else squares[None]
-        n_views = views.shape[0]
-        x = normalize(views.reshape(-1, spec.size, spec.size), spec)
+        x = normalize(squares, spec)
+        fill = -spec.mean / spec.std  # black, normalised: what the letterbox and shifted-in borders hold
         lap("preprocess")
         with self._lock:
             with torch.no_grad():
                 with self.gate.capture(self.model) as acts:
-                    logits = self.model(x).float().numpy()
+                    logits = self.model(x).float()
                 lap("forward")
                 if self.gate.layers:
-                    scores = self.gate.score_captured(acts, n)  # identity views come first
+                    scores = self.gate.score_captured(acts, n)
                 else:
-                    scores = self.gate.score(self.model, self.card.architecture, x[:n])
+                    scores = self.gate.score(self.model, self.card.architecture, x)
                 lap("scope")
-            probs = softmax(logits, self.card.temperature).reshape(n_views, n, -1)
-            heatmaps: list[np.ndarray | None] = [None] * n
-            labels = probs[0].argmax(axis=1)
-            targets = [self._class_index(target, int(i)) for i in labels]
+            n_views = len(self.views)
+            guess = [self._class_index(target, int(i)) for i in logits.argmax(dim=1)]  # before the views
+            maps: list[np.ndarray] = []
+            view_logits = None
             if explain:
-                maps = compute_cam(self.model, self.target_layer, x[:n], targets, method, allow_slow=allow_slow_cam,
-                                   flip_average=self.flip_average, shift=self.cam_shift,
-                                   fill=-spec.mean / spec.std, smooth=self.cam_smooth)
-                lap("cam")
-                heatmaps = [_restore(m, g) for m, g in zip(maps, geometries)]
+                result = run_cam(self.model, self.target_layer, x, guess, method, allow_slow=allow_slow_cam,
+                                 flip_average=self.flip_average, shift=self.cam_shift, fill=fill,
+                                 smooth=self.cam_smooth)
+                maps, view_logits = list(result.maps), result.logits
+                lap("cam_and_tta")
+            elif n_views > 1 and (tta or self.card.tta_headline):
+                with torch.no_grad():
+                    view_logits = self.model(view_batch(x, self.views, fill)).float()
+                lap("tta")
+            if view_logits is not None:
+                view_logits = view_logits.reshape(n_views, n, -1)
+            # the headline: the mean of the views' logits when the card was calibrated on it, else the image's own
+            head = view_logits.mean(0) if self.card.tta_headline and view_logits is not None else logits
+            targets = [self._class_index(target, int(i)) for i in head.argmax(dim=1)]
+            if explain:
+                # the views moved the predicted class of a few images: explain the class that is reported
+                redo = [i for i in range(n) if targets[i] != guess[i]]
+                if redo:
+                    again = run_cam(self.model, self.target_layer, x[redo], [targets[i] for i in redo], method,
+                                    allow_slow=allow_slow_cam, flip_average=self.flip_average, shift=self.cam_shift,
+                                    fill=fill, smooth=self.cam_smooth)
+                    for j, i in enumerate(redo):
+                        maps[i] = again.maps[j]
+                lap("cam_redo")
+            heatmaps = [_restore(m, g) for m, g in zip(maps, geometries)] if explain else [None] * n
+            if explain:
                 lap("restore")
+        temperature = self.card.temperature
+        probs = softmax(head.numpy(), temperature)
+        view_probs = (softmax(view_logits.reshape(-1, head.shape[1]).numpy(), temperature).reshape(n_views, n, -1)
+                      if view_logits is not None and (tta or self.card.tta_headline) else None)
         total = (time.perf_counter() - t0) * 1000.0 / n
         timing["total"] = total
-        return [self._build(images[i], probs[:, i], float(scores[i]), flags[i], heatmaps[i], method, targets[i],
-                            dict(timing), n_views) for i in range(n)]
+        return [self._build(images[i], probs[i], None if view_probs is None else view_probs[:, i], float(scores[i]),
+                            flags[i], heatmaps[i], method, targets[i], dict(timing)) for i in range(n)]
 
-    def _build(self, image: MedicalImage, probs: np.ndarray, score: float, flags: list[QualityFlag],
-               heatmap: np.ndarray | None, method: str, target: int, timing: dict[str, float],
-               n_views: int) -> Prediction:
-        """probs: (V, C) calibrated probabilities over the views, the unaugmented view first."""
+    def _build(self, image: MedicalImage, probs: np.ndarray, view_probs: np.ndarray | None, score: float,
+               flags: list[QualityFlag], heatmap: np.ndarray | None, method: str, target: int,
+               timing: dict[str, float]) -> Prediction:
+        """probs: (C,) calibrated headline probabilities; view_probs: (V, C) each test-time view's, or None."""
         names, card = self.card.class_names, self.card
         m = card.malignant_index
-        p = float(probs[0, m])
-        uncertainty = float(probs[:, m].std()) if n_views > 1 else 0.0
-        label = names[int(probs[0].argmax())]
+        p = float(probs[m])
+        n_views = 1 if view_probs is None else len(view_probs)
+        uncertainty = float(view_probs[:, m].std()) if n_views > 1 else 0.0
+        label = names[int(probs.argmax())]
         reasons = [describe_flag(f, image.pixels.shape) for f in flags]
         gate_pass = bool(self.gate.passes(np.array([score]))[0])
         if not gate_pass:
@@ -268,9 +283,10 @@ class Predictor:
         low_conf = uncertainty > UNCERTAINTY_LIMIT or abs(p - card.threshold) < THRESHOLD_MARGIN
         notes = list(image.notes)
         if n_views > 1:
-            notes.append(f"uncertainty: std of P(malignant) over {n_views} test-time views (mirror, shifts)")
+            kinds = "mirror, shifts" if self.flip_average else "shifts"
+            notes.append(f"uncertainty: std of P(malignant) over {n_views} test-time views ({kinds})")
         return Prediction(
-            probabilities={name: float(probs[0, j]) for j, name in enumerate(names)},
+            probabilities={name: float(probs[j]) for j, name in enumerate(names)},
             p_malignant=p,
             threshold=float(card.threshold),
             decision=bool(decision),
@@ -310,4 +326,4 @@ def _restore(square_map: np.ndarray, geometry: SquareGeometry) -> np.ndarray:
     return (out / peak).astype(np.float32) if peak > 0 else out.astype(np.float32)
 
 
-__all__ = ["MALIGNANT", "Prediction", "Predictor", "default_model_dir", "tta_views"]
+__all__ = ["MALIGNANT", "Prediction", "Predictor", "default_model_dir"]

@@ -21,16 +21,19 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from .augment import build_train_transform
+from .augment import PairedTransform, build_train_transform
 from .calibrate import choose_threshold, fit_temperature, softmax
 from .card import CLASS_NAMES, INTENDED_USE, OUT_OF_SCOPE_USE, WEIGHTS_FILE, InputSpec, ModelCard
 from .checkpoint import load_weights, save_weights, unwrap
 from .config import LossName, OptimizerName, ScheduleName, TrainConfig, save_config
-from .data import BusiRecord, load_busi_records, load_squares
+from .data import BusiRecord, load_busi_records, load_mask_squares, load_squares
+from .errors import ConfigError
+from .lesion_attention import lesion_loss
 from .models import create_model, default_input, leading_stages, trained_model_args
 from .preprocess import normalize
 
@@ -38,22 +41,33 @@ log = logging.getLogger(__name__)
 
 
 class SquaresDataset(Dataset):
-    """Cached (N, S, S) squares in [0, 1] + labels; ``transform`` (augmentation) runs per item on (1, S, S)."""
+    """Cached (N, S, S) squares in [0, 1] + labels; ``transform`` (augmentation) runs per item on (1, S, S).
 
-    def __init__(self, squares: np.ndarray, labels: np.ndarray, spec: InputSpec, transform: nn.Module | None = None):
+    With ``masks`` (N, S, S) each item also carries its lesion mask, moved by the same random geometry
+    (``transform`` is then a :class:`~medapp.augment.PairedTransform`).
+    """
+
+    def __init__(self, squares: np.ndarray, labels: np.ndarray, spec: InputSpec, transform: nn.Module | None = None,
+                 masks: np.ndarray | None = None):
         self.squares = torch.from_numpy(squares)
         self.labels = torch.from_numpy(labels.astype(np.int64))
+        self.masks = torch.from_numpy(masks) if masks is not None else None
         self.spec = spec
         self.transform = transform
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
         x = self.squares[i][None]
+        if self.masks is None:
+            if self.transform is not None:
+                x = self.transform(x)
+            return normalize(x[0], self.spec), self.labels[i]
+        mask = self.masks[i][None]
         if self.transform is not None:
-            x = self.transform(x)
-        return normalize(x[0], self.spec), self.labels[i]
+            x, mask = self.transform(x, mask)
+        return normalize(x[0], self.spec), self.labels[i], mask[0]
 
 
 @dataclass
@@ -139,15 +153,29 @@ def lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, squares: np.ndarray, spec: InputSpec, batch_size: int = 64,
-                   device: torch.device | None = None) -> np.ndarray:
-    """(N, S, S) squares -> (N, C) logits, model in eval mode."""
+                   device: torch.device | None = None,
+                   views: list[tuple[bool, int, int]] | None = None) -> np.ndarray:
+    """(N, S, S) squares -> (N, C) logits, model in eval mode; with ``views``, the mean of the views' logits."""
+    from .explain import view_batch
+
     model.eval()
     device = device or torch.device("cpu")
     out = []
     for i in range(0, len(squares), batch_size):
         x = normalize(torch.from_numpy(squares[i : i + batch_size]), spec).to(device)
-        out.append(model(x).float().cpu())
+        if views:
+            logits = model(view_batch(x, views, -spec.mean / spec.std)).float()
+            out.append(logits.reshape(len(views), len(x), -1).mean(0).cpu())
+        else:
+            out.append(model(x).float().cpu())
     return torch.cat(out).numpy()
+
+
+def headline_views(tta_headline: bool, explain: dict, spec: InputSpec) -> list[tuple[bool, int, int]] | None:
+    """The views whose mean logits are a model's headline (None: the unaugmented image alone)."""
+    from .explain import configured_views
+
+    return configured_views(explain, spec.size) if tta_headline else None
 
 
 def malignant_auc(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -182,7 +210,13 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     if info.world_size > 1:
         model = nn.parallel.DistributedDataParallel(model)
 
-    dataset = SquaresDataset(train_x, train_y, spec, build_train_transform(cfg.augment))
+    if cfg.lesion_weight > 0:
+        if not hasattr(unwrap(model), "features_and_lesion"):
+            raise ConfigError("lesion_weight > 0 needs a model with lesion attention: set model_args.lesion_block")
+        dataset = SquaresDataset(train_x, train_y, spec, PairedTransform(cfg.augment),
+                                 masks=load_mask_squares(train_records, spec))
+    else:
+        dataset = SquaresDataset(train_x, train_y, spec, build_train_transform(cfg.augment))
     sampler = DistributedSampler(dataset, seed=cfg.seed, shuffle=True) if info.world_size > 1 else None
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
@@ -201,6 +235,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         save_config(cfg, out_dir / "config.yaml")
     history: list[dict[str, float]] = []
     best_auc, best_loss, best_epoch, step = -1.0, float("inf"), -1, 0
+    # buffers too: BatchNorm running statistics are averaged like the weights (no extra pass over the data)
+    averaged = AveragedModel(unwrap(model), use_buffers=True) if cfg.swa_epochs else None
     weights_path = out_dir / WEIGHTS_FILE
     for epoch in range(cfg.epochs):
         if sampler is not None:
@@ -208,14 +244,21 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         model.train()
         for module in frozen:
             module.eval()  # frozen BatchNorm keeps its pretrained statistics
-        t_epoch, t_wait, losses = time.perf_counter(), 0.0, []
+        t_epoch, t_wait, losses, lesion_losses = time.perf_counter(), 0.0, [], []
         t_ready = time.perf_counter()
-        for x, y in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main, leave=False):
+        for x, y, *masks in tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main,
+                                 leave=False):
             t_wait += time.perf_counter() - t_ready
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, total_steps, warmup, cfg)
             x, y = x.to(info.device), y.to(info.device)
-            loss = compute_loss(model(x), y, cfg, class_weights)
+            out = model(x)
+            logits, lesion_logits = out if isinstance(out, tuple) else (out, None)
+            loss = compute_loss(logits, y, cfg, class_weights)
+            if masks and lesion_logits is not None:
+                extra = lesion_loss(lesion_logits, masks[0].to(info.device))
+                lesion_losses.append(extra.item())
+                loss = loss + cfg.lesion_weight * extra
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -231,6 +274,8 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_auc": val_auc,
                "val_accuracy_3class": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
                "data_wait_share": t_wait / seconds, "images_per_second": len(loader) * cfg.batch_size / seconds}
+        if lesion_losses:
+            row["train_lesion_loss"] = float(np.mean(lesion_losses))
         history.append(row)
         improved = val_auc > best_auc + 1e-6 or (abs(val_auc - best_auc) <= 1e-6 and val_loss < best_loss)
         if improved:
@@ -241,9 +286,19 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
             _write_history(history, out_dir / "history.csv")
             log.info("epoch %d: train_loss %.4f val_loss %.4f val_auc %.4f (best %.4f @ %d) %.0fs",
                      epoch + 1, row["train_loss"], val_loss, val_auc, best_auc, best_epoch, seconds)
-        if epoch + 1 - best_epoch >= cfg.patience:
+        if averaged is not None and epoch + 1 > cfg.epochs - cfg.swa_epochs:
+            averaged.update_parameters(unwrap(model))
+        if averaged is None and epoch + 1 - best_epoch >= cfg.patience:
             log.info("early stop: validation AUC has not improved for %d epochs", cfg.patience)
             break
+
+    if averaged is not None:
+        val_logits = predict_logits(averaged.module, val_x, spec, device=info.device)
+        best_auc, best_epoch = malignant_auc(val_logits, val_y), cfg.epochs
+        if info.is_main:
+            save_weights(averaged.module, weights_path)
+            log.info("weights: average of epochs %d-%d, val_auc %.4f", cfg.epochs - cfg.swa_epochs + 1, cfg.epochs,
+                     best_auc)
 
     if info.world_size > 1:
         dist.barrier()
@@ -264,7 +319,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
     model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=spec.channels,
                          **trained_model_args(cfg.architecture, cfg.model_args))
     load_weights(model, weights_path).eval()
-    val_logits = predict_logits(model, val_x, spec)
+    val_logits = predict_logits(model, val_x, spec, views=headline_views(cfg.tta_headline, cfg.explain, spec))
     temperature = fit_temperature(val_logits, val_y)
     m = CLASS_NAMES.index("malignant")
     threshold = choose_threshold(softmax(val_logits, temperature)[:, m], val_y == m, cfg.min_sensitivity)
@@ -285,8 +340,12 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
                        f"({len(val_x)} images), test split held out"),
         config=cfg.to_dict(),
         command=command,
+        explain=dict(cfg.explain),
+        tta_headline=cfg.tta_headline,
         weights_sha256="",
-        metrics={"best_epoch": best_epoch, "val_auc": best_val_auc},
+        metrics={"best_epoch": best_epoch, "val_auc": best_val_auc,
+                 **({"weights": f"average of epochs {cfg.epochs - cfg.swa_epochs + 1}-{cfg.epochs}"}
+                    if cfg.swa_epochs else {})},
     )
     fit_scope_gate(model, card, train_x, val_x, weights_path.parent)
     from .checkpoint import sha256_file

@@ -82,10 +82,14 @@ def test_heatmap_is_zero_outside_a_crop(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("method", list_cam_methods())
 def test_heatmap_of_mirrored_image_is_mirrored_heatmap(tiny_predictor: Predictor, method: str) -> None:
+    # the image and its mirror only (no shifts, which smooth the map towards symmetry)
+    predictor = Predictor(tiny_predictor.model, tiny_predictor.card, tiny_predictor.gate,
+                          explain_config={**tiny_predictor.explain_config, "shift": 0})
+    assert len(predictor.views) == 2
     pixels = speckle_image(180, 300, seed=3)
     kwargs = {"cam_method": method, "target": "malignant", "tta": False}
-    heatmap = tiny_predictor.predict(medical_image(pixels), **kwargs).heatmap
-    mirrored = tiny_predictor.predict(medical_image(pixels[:, ::-1].copy()), **kwargs).heatmap
+    heatmap = predictor.predict(medical_image(pixels), **kwargs).heatmap
+    mirrored = predictor.predict(medical_image(pixels[:, ::-1].copy()), **kwargs).heatmap
     assert heatmap.shape == mirrored.shape == (180, 300)
     np.testing.assert_allclose(mirrored, heatmap[:, ::-1], atol=2e-3)
     # and the mirror is not trivially satisfied by a symmetric map
@@ -111,6 +115,19 @@ def test_cam_views_and_shift() -> None:
     assert {(dy, -dx) for _, dy, dx in views} == {(dy, dx) for _, dy, dx in views}  # closed under mirroring
     t = torch.arange(9.0).reshape(1, 3, 3)
     assert _shift(t, 1, -1, -5.0).tolist() == [[[-5, -5, -5], [1, 2, -5], [4, 5, -5]]]
+
+
+def test_view_batch_is_view_major_and_merge_undoes_it() -> None:
+    from medapp.explain import cam_views, merge_view_maps, view_batch
+
+    x = torch.rand(2, 1, 6, 6)
+    views = cam_views(True, 1)
+    batch = view_batch(x, views, fill=-3.0)
+    assert batch.shape == (20, 1, 6, 6)
+    assert torch.equal(batch[:2], x) and torch.equal(batch[5 * 2 : 5 * 2 + 2], x.flip(-1))  # identity, mirror
+    assert batch[2:4, 0, 0].eq(-3.0).all()  # shifted down-right: the top row is filled
+    # each view moved back lands on the original wherever it saw the image, so the average is the image
+    torch.testing.assert_close(merge_view_maps(batch[:, 0], views, 2), x[:, 0])
 
 
 def test_shifted_cam_still_lands_on_the_blob(tmp_path: Path) -> None:

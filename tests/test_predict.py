@@ -12,14 +12,14 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from model_fixtures import medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
+from model_fixtures import build_blob_model_dir, medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
 from PIL import Image
 
 from medapp import predict as predict_module
 from medapp.cli import main
 from medapp.errors import ModelLoadError
 from medapp.likelihood import LikelihoodCategory
-from medapp.predict import Prediction, Predictor, default_model_dir, tta_views
+from medapp.predict import Prediction, Predictor, default_model_dir
 
 JSON_KEYS = {"file_sha256", "label", "probabilities", "p_malignant", "threshold", "decision", "category",
              "uncertainty", "low_confidence", "in_scope", "scope_score", "quality_flags", "model", "timing_ms"}
@@ -41,8 +41,8 @@ def test_prediction_contract(tiny_predictor: Predictor) -> None:
     assert 0.0 <= pred.heatmap.min() <= pred.heatmap.max() <= 1.0
     assert pred.cam_method == "gradcam" and pred.cam_target == pred.label
     assert pred.model == {"name": "tiny_test_model", "version": "0.0.1", "sha256": tiny_predictor.card.weights_sha256}
-    assert {"preprocess", "forward", "scope", "cam", "total"} <= set(pred.timing_ms)
-    assert pred.uncertainty >= 0.0 and pred.tta_views == 6
+    assert {"preprocess", "forward", "scope", "cam_and_tta", "total"} <= set(pred.timing_ms)
+    assert pred.uncertainty >= 0.0 and pred.tta_views == len(tiny_predictor.views) > 1
     assert json.loads(json.dumps(pred.to_dict()))["category"] == pred.category.code
 
 
@@ -81,14 +81,17 @@ def test_batch_equals_single(tiny_predictor: Predictor) -> None:
         np.testing.assert_allclose(single.heatmap, pred.heatmap, atol=1e-5)
 
 
-def test_tta_views_shift_with_black_fill() -> None:
-    square = torch.arange(1, 26, dtype=torch.float32).reshape(1, 5, 5)
-    views = tta_views(square, shift=0.2)  # 1 px
-    assert views.shape == (6, 1, 5, 5)
-    assert torch.equal(views[0], square) and torch.equal(views[1], square.flip(-1))
-    assert torch.equal(views[2, 0, :, 1:], square[0, :, :-1]) and views[2, 0, :, 0].eq(0).all()  # right
-    assert torch.equal(views[3, 0, :, :-1], square[0, :, 1:]) and views[3, 0, :, -1].eq(0).all()  # left
-    assert torch.equal(views[4, 0, 1:], square[0, :-1]) and views[4, 0, 0].eq(0).all()  # down
+def test_tta_from_the_cam_pass_equals_a_plain_tta_pass(tmp_path: Path) -> None:
+    """The heatmap's forward pass doubles as test-time augmentation: same views, same numbers as a no-grad pass."""
+    predictor = Predictor.from_dir(build_blob_model_dir(tmp_path))  # malignant logit = mean brightness
+    pixels = np.zeros((150, 260), np.float32)
+    pixels[:40, 200:] = 1.0  # a blob in the corner, which the shifted views partly push out of the frame
+    merged = predictor.predict(medical_image(pixels))
+    plain = predictor.predict(medical_image(pixels), explain=False)
+    assert merged.tta_views == plain.tta_views == len(predictor.views) > 1
+    assert merged.uncertainty > 1e-4
+    assert merged.uncertainty == pytest.approx(plain.uncertainty, rel=1e-4)
+    assert merged.probabilities == pytest.approx(plain.probabilities, abs=1e-6)
 
 
 def test_cam_target_and_method_options(tiny_predictor: Predictor) -> None:
@@ -255,3 +258,30 @@ def test_cli_bad_cam_and_bad_model(tmp_path: Path, tiny_model_dir: Path, capsys:
     assert "error: unknown CAM method 'gradkam'" in capsys.readouterr().err
     assert main(["predict", str(path), "--model", str(tmp_path)]) == 2
     assert "error: no model_card.json in" in capsys.readouterr().err
+
+
+def test_tta_headline_equals_what_calibration_and_evaluation_compute(tmp_path: Path) -> None:
+    """With ``tta_headline`` the probabilities are the views' mean logits, the same in serving and in evaluate."""
+    from medapp.calibrate import softmax
+    from medapp.card import ModelCard
+    from medapp.train import headline_views, predict_logits
+
+    model_dir = build_blob_model_dir(tmp_path)
+    card = ModelCard.load(model_dir)
+    card.tta_headline, card.temperature = True, 0.05  # sharp: small logit shifts show
+    card.explain = {**card.explain, "flip_average": False, "shift": 0.1}
+    card.save(model_dir)
+    predictor = Predictor.from_dir(model_dir)
+    pixels = np.zeros((150, 260), np.float32)
+    pixels[:50, 190:] = 1.0  # near the corner: the shifted views see different amounts of it
+    square = predict_module.resize_to_square(pixels, card.input)[None]
+    views = headline_views(True, card.explain, card.input)
+    assert len(views) == 5
+    expected = softmax(predict_logits(predictor.model, square, card.input, views=views), 0.05)[0]
+    single = softmax(predict_logits(predictor.model, square, card.input), 0.05)[0]
+    assert np.abs(expected - single).max() > 1e-3  # the views do change the headline
+    for kwargs in ({}, {"explain": False}, {"explain": False, "tta": False}):
+        pred = predictor.predict(medical_image(pixels), **kwargs)
+        np.testing.assert_allclose(list(pred.probabilities.values()), expected, rtol=1e-5, atol=1e-7)
+        assert pred.tta_views == 5 and pred.uncertainty > 0
+    assert pred.label == max(pred.probabilities, key=pred.probabilities.get)

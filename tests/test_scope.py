@@ -17,7 +17,7 @@ from medapp.models import create_model
 from medapp.predict import Predictor
 from medapp.preprocess import resize_to_square
 from medapp.preprocess import normalize
-from medapp.scope import (IN_SCOPE_QUANTILE, METHOD, ScopeGate, extract_layer_features, feature_statistics,
+from medapp.scope import (METHOD, ScopeGate, conformal_threshold, extract_layer_features, feature_statistics,
                           fit_scope_gate, scope_layers)
 
 
@@ -33,7 +33,8 @@ def test_fit_sets_threshold_on_validation_and_round_trips(tmp_path: Path) -> Non
     gate = fit_scope_gate(model, card, train, val, tmp_path)
     layers = scope_layers("small_cnn", model)
     val_scores = gate.score_features(extract_layer_features(model, layers, val, card.input))
-    assert gate.passes(val_scores).mean() == pytest.approx(IN_SCOPE_QUANTILE, abs=0.03)
+    # split conformal: the ceil(41 * 0.95) = 39th smallest of the 40 validation scores
+    assert gate.passes(val_scores).mean() == pytest.approx(39 / 40)
     assert card.scope["method"] == METHOD and card.scope["threshold"] == gate.threshold
     assert card.scope["layers"] == list(layers) and len(card.scope_sha256) == 64
     loaded = ScopeGate.load(tmp_path, card)
@@ -44,6 +45,13 @@ def test_fit_sets_threshold_on_validation_and_round_trips(tmp_path: Path) -> Non
     odd = np.stack([np.tile(np.linspace(0, 1, TINY_SIZE, dtype=np.float32), (TINY_SIZE, 1))])
     assert loaded.score(model, "small_cnn", torch.stack([normalize(torch.from_numpy(odd[0]), card.input)]))[0] \
         > 2 * gate.threshold
+
+
+@pytest.mark.parametrize(("n", "coverage", "expected"), [(19, 0.95, 19), (78, 0.95, 76), (10, 0.95, 10),
+                                                         (99, 0.9, 90), (3, 0.5, 2)])
+def test_conformal_threshold_hand_checked(n: int, coverage: float, expected: int) -> None:
+    scores = np.random.default_rng(0).permutation(np.arange(1, n + 1, dtype=float))  # order must not matter
+    assert conformal_threshold(scores, coverage) == expected
 
 
 def _hooks(model: torch.nn.Module) -> int:
