@@ -1,12 +1,13 @@
 """Where the model looked: class activation maps through pytorch-grad-cam, and an overlay for eyes.
 
-A new CAM method is one entry in :data:`CAM_METHODS`. :func:`compute_cam` builds a fresh CAM object per call and
+A new CAM method is one entry in :data:`CAM_METHODS`. :func:`run_cam` builds a fresh CAM object per call and
 always releases its hooks (also when it fails), so a model shared by many app sessions never accumulates hooks
 (trap 5 of ../shared/STYLE.md); the caller serialises calls with a lock.
 
-The map is averaged over the image and its left-right mirror (mapped back), as pytorch-grad-cam's ``aug_smooth``
-does with its test-time transforms; this makes the map of a mirrored image exactly the mirrored map and smooths
-the coarse (4x4-8x8) grid of the last convolutional stage.
+The map is averaged over views, each mapped back, as pytorch-grad-cam's ``aug_smooth`` does with its test-time
+transforms: optionally the left-right mirror (which makes the map of a mirrored image exactly the mirrored map)
+and small diagonal shifts (which smooth the coarse 4x4-8x8 grid of deep layers). The same pass returns every
+view's logits, which the predictor uses as its test-time augmentation.
 """
 
 from __future__ import annotations
