@@ -3,7 +3,8 @@
     .venv/bin/python bench/predict_latency.py [--model DIR] [--image PNG] [--repeats 30] [--folder DIR]
 
 Prints p50 and p95 (ms) of each stage of one prediction (decode, preprocess, forward, scope, the CAM pass that
-also gives the TTA views' logits, restore to the original size, overlay) and end to end, beside the bare single-view model forward; then batch
+also gives the TTA views' logits, restore to the original size, overlay) and end to end, beside the bare
+single-view model forward; then batch
 throughput (images/s, decode included) over a folder of BUSI images (default: the first 32 BUSI test images).
 Acceptance (issue 4): end-to-end p50 <= 250 ms for a ~500x500 ultrasound PNG on the 2-core machine.
 """

@@ -49,7 +49,8 @@ def main() -> int:
     squares = load_squares(records, card.input)
     views = headline_views(True, card.explain, card.input)
     print(f"model {card.name}; validation n={len(records)}")
-    print(f"  unaugmented image      {scores(predict_logits(model, squares, card.input), labels, card.malignant_index)}")
+    single = predict_logits(model, squares, card.input)
+    print(f"  unaugmented image      {scores(single, labels, card.malignant_index)}")
     mean = predict_logits(model, squares, card.input, views=views)
     print(f"  mean of {len(views)} views' logits {scores(mean, labels, card.malignant_index)}")
     return 0

@@ -24,7 +24,6 @@ from .data import PROJECT_ROOT
 from .errors import MedAppError
 from .explain import overlay_heatmap
 from .imaging import MedicalImage, load_image
-from .likelihood import format_probability  # noqa: F401  (pages format probabilities through here)
 from .predict import Prediction, Predictor
 from .privacy import AuditLog, sha256_bytes
 
@@ -134,7 +133,8 @@ class Workspace:
         with several, the worklist needs probabilities only and the heatmap is made when an image is opened.
         """
         shas = [u.sha256 for u in uploads]
-        for key in [k for k in self._cache if k[0] not in set(shas)]:
+        current = set(shas)
+        for key in [k for k in self._cache if k[0] not in current]:
             del self._cache[key]
         explain = len(uploads) == 1
         out = []

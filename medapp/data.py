@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,6 +129,19 @@ def load_breastmnist(split: str, root: Path | None = None) -> BreastMnistSplit:
     return BreastMnistSplit(images=images, malignant=labels == BREASTMNIST_MALIGNANT_LABEL)
 
 
+def _stack_squares(records: list[BusiRecord], spec: InputSpec, read: Callable[[BusiRecord], np.ndarray],
+                   progress: bool = False) -> np.ndarray:
+    """(N, size, size) float32: each record's (H, W) array from ``read``, resized by the card's policy."""
+    from tqdm import tqdm
+
+    from .preprocess import resize_to_square
+
+    out = np.empty((len(records), spec.size, spec.size), dtype=np.float32)
+    for i, record in enumerate(tqdm(records, desc="decode", disable=not progress, leave=False)):
+        out[i] = resize_to_square(read(record), spec)
+    return out
+
+
 def load_squares(records: list[BusiRecord], spec: InputSpec, root: Path | None = None,
                  progress: bool = False) -> np.ndarray:
     """Decode each image through intake (as serving does) and resize it by the card's policy.
@@ -136,15 +149,9 @@ def load_squares(records: list[BusiRecord], spec: InputSpec, root: Path | None =
     Returns (N, size, size) float32 in [0, 1]: the deterministic half of preprocessing, cached once per run so
     that training steps never wait on PNG decoding.
     """
-    from tqdm import tqdm
-
     from .imaging import load_image
-    from .preprocess import resize_to_square
 
-    out = np.empty((len(records), spec.size, spec.size), dtype=np.float32)
-    for i, record in enumerate(tqdm(records, desc="decode", disable=not progress, leave=False)):
-        out[i] = resize_to_square(load_image(busi_path(record, root)).pixels, spec)
-    return out
+    return _stack_squares(records, spec, lambda r: load_image(busi_path(r, root)).pixels, progress)
 
 
 def load_mask_squares(records: list[BusiRecord], spec: InputSpec, root: Path | None = None) -> np.ndarray:
@@ -152,9 +159,4 @@ def load_mask_squares(records: list[BusiRecord], spec: InputSpec, root: Path | N
 
     Normal images give all-zero squares. For training's lesion-attention loss, cached once per run.
     """
-    from .preprocess import resize_to_square
-
-    out = np.empty((len(records), spec.size, spec.size), dtype=np.float32)
-    for i, record in enumerate(records):
-        out[i] = resize_to_square(load_busi_mask(record, root).astype(np.float32), spec)
-    return out
+    return _stack_squares(records, spec, lambda r: load_busi_mask(r, root).astype(np.float32))

@@ -149,15 +149,15 @@ class CamResult:
 
 def run_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torch.Tensor,
             class_index: int | list[int], method: str = DEFAULT_CAM_METHOD, *, allow_slow: bool = False,
-            flip_average: bool = True, shift: int = 0, fill: float = 0.0, smooth: float = 0.0) -> CamResult:
+            views: list[tuple[bool, int, int]] | None = None, fill: float = 0.0, smooth: float = 0.0) -> CamResult:
     """Class activation maps for a batch, and the model's logits on every view.
 
     ``x`` (N, C, S, S) normalised model input; ``class_index`` one class for all or one per image. Several
     target layers give the mean of their (each max-scaled) maps, as pytorch-grad-cam aggregates them (fusing a
     coarse and a finer stage, as LayerCAM's authors do, sharpens the 4x4 map of the last stage).
 
-    The map is averaged over :func:`cam_views`: the image and its mirror, each also moved diagonally by
-    ``shift`` px (filled with ``fill``, the normalised black), every map moved back before averaging. Shifts
+    The map is averaged over ``views`` (from :func:`cam_views`; default the image and its mirror): optionally
+    the mirror, and diagonal moves filled with ``fill`` (the normalised black), every map moved back. Shifts
     move the coarse activation grid under the image and so raise the map's effective resolution (Morbidelli et
     al. 2020, "Augmented Grad-CAM: heat-maps super resolution through augmentation"). ``smooth`` > 0 then
     applies a Gaussian of that std (px) to damp single-cell peaks of shallow layers' maps.
@@ -170,7 +170,7 @@ def run_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torc
     indices = [class_index] * n if isinstance(class_index, int) else list(class_index)
     if len(indices) != n:
         raise ValueError(f"got {len(indices)} class indices for {n} images")
-    views = cam_views(flip_average, shift)
+    views = views or cam_views()
     batch = view_batch(x, views, fill)
     targets = [ClassifierOutputTarget(int(i)) for i in indices] * len(views)
     layers = list(target_layer) if isinstance(target_layer, (list, tuple)) else [target_layer]
@@ -198,12 +198,6 @@ def run_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torc
         out = gaussian_filter(out, sigma=(0, smooth, smooth), mode="nearest")
     peak = out.reshape(n, -1).max(axis=1).reshape(n, 1, 1)
     return CamResult(np.where(peak > 0, out / np.maximum(peak, 1e-12), 0.0).astype(np.float32), logits)
-
-
-def compute_cam(model: nn.Module, target_layer: nn.Module | list[nn.Module], x: torch.Tensor,
-                class_index: int | list[int], method: str = DEFAULT_CAM_METHOD, **options: Any) -> np.ndarray:
-    """(N, S, S) float32 maps in [0, 1]: :func:`run_cam` without the logits."""
-    return run_cam(model, target_layer, x, class_index, method, **options).maps
 
 
 @functools.lru_cache(maxsize=16)

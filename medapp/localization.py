@@ -89,8 +89,7 @@ def evaluate_localization(predictor: Any, records: Iterable[BusiRecord], *, meth
     out["default"] = predictor.default_cam_method
     out["target"] = target
     out["explain"] = {"target_layer": predictor.target_layer_name, "method": predictor.default_cam_method,
-                      "flip_average": predictor.flip_average, "shift_px": predictor.cam_shift,
-                      "smooth_px": predictor.cam_smooth}
+                      "views": [list(v) for v in predictor.views], "smooth_px": predictor.cam_smooth}
     log.info("localisation: %s", {k: v for k, v in out.items() if isinstance(v, dict)})
     return out
 

@@ -28,7 +28,8 @@ def _describe_explain(explain: dict[str, Any]) -> str:
     if explain.get("shift"):
         copies = "each also shifted" if mirror else "four copies shifted"
         views = f"{views} and {copies} diagonally by {explain['shift']:.0%} of the input"
-    text = f"{explain.get('method', 'gradcam')} on `{explain.get('target_layer', 'default layer')}`, averaged over {views}"
+    method, layer = explain.get("method", "gradcam"), explain.get("target_layer", "default layer")
+    text = f"{method} on `{layer}`, averaged over {views}"
     return f"{text} ({explain['rule']})" if explain.get("rule") else text
 
 
@@ -50,7 +51,8 @@ def render_model_readme(model_dir: str | Path) -> str:
         f"- Input: {card.input.channels}-channel grayscale, {card.input.size}x{card.input.size} px, resize policy "
         f"`{card.input.resize}`, normalised (x - {card.input.mean:.4f}) / {card.input.std:.4f}",
         f"- Classes: {', '.join(card.class_names)}; headline output: calibrated P(malignant), from "
-        f"{'the mean logits of the heatmap views below (test-time augmentation)' if card.tta_headline else 'the unaugmented image'}",
+        + ("the mean logits of the heatmap views below (test-time augmentation)" if card.tta_headline
+           else "the unaugmented image"),
         f"- Temperature (fitted on validation, Guo et al. 2017): {card.temperature:.3f}",
         f"- Operating threshold on P(malignant): {card.threshold:.3f} ({card.threshold_rule})",
         f"- Scope gate: {card.scope.get('method', '—')} on {card.scope.get('features', '—')}, threshold "

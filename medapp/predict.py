@@ -31,12 +31,26 @@ from .calibrate import softmax
 from .card import CARD_FILE, MALIGNANT, ModelCard
 from .checkpoint import load_model
 from .errors import ModelLoadError
-from .explain import (DEFAULT_CAM_METHOD, DEFAULT_VIEW_SHIFT, check_cam_method, configured_views, resolve_layers,
-                      run_cam, view_batch)
+from .explain import (
+    DEFAULT_CAM_METHOD,
+    CamResult,
+    check_cam_method,
+    configured_views,
+    resolve_layers,
+    run_cam,
+    view_batch,
+)
 from .imaging import MedicalImage
 from .likelihood import LikelihoodCategory, categorize_likelihood, format_probability
 from .models import cam_target_layer
-from .preprocess import SquareGeometry, compute_geometry, normalize, resize_to_square, restore_geometry
+from .preprocess import (
+    SquareGeometry,
+    compute_geometry,
+    normalize,
+    normalized_black,
+    resize_to_square,
+    restore_geometry,
+)
 from .quality import QualityFlag, assess_quality, describe_flag
 from .scope import ScopeGate
 
@@ -44,7 +58,6 @@ log = logging.getLogger(__name__)
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 MODEL_DIR_ENV = "MEDAPP_MODEL_DIR"
-TTA_SHIFT = DEFAULT_VIEW_SHIFT  # shift views move the image by 4% of the input size
 # Low confidence: P(malignant) moves this much (std) across TTA views, or sits this close to the threshold.
 UNCERTAINTY_LIMIT = 0.10
 THRESHOLD_MARGIN = 0.05
@@ -140,9 +153,7 @@ class Predictor:
         names = {id(m): name for name, m in model.named_modules()}
         self.target_layer_name = "+".join(names.get(id(m), type(m).__name__) for m in self.target_layer)
         self.default_cam_method = check_cam_method(cfg.get("method", DEFAULT_CAM_METHOD))
-        self.flip_average = bool(cfg.get("flip_average", True))
-        # CAM (and TTA) views' diagonal shift as a share of the input size; without one, TTA_SHIFT
-        self.cam_shift = round(float(cfg.get("shift", TTA_SHIFT)) * card.input.size)
+        # (mirror, dy, dx) of the views the heatmap and the test-time augmentation share; identity first
         self.views = configured_views(cfg, card.input.size)
         # Gaussian smoothing of the map, std as a share of the input size (0: none)
         self.cam_smooth = float(cfg.get("smooth", 0.0)) * card.input.size
@@ -200,7 +211,7 @@ class Predictor:
         geometries = [compute_geometry(*im.pixels.shape, spec.size, spec.resize) for im in images]
         flags = [assess_quality(im.pixels) for im in images]
         x = normalize(squares, spec)
-        fill = -spec.mean / spec.std  # black, normalised: what the letterbox and shifted-in borders hold
+        fill = normalized_black(spec)
         lap("preprocess")
         with self._lock:
             with torch.no_grad():
@@ -213,13 +224,16 @@ class Predictor:
                     scores = self.gate.score(self.model, self.card.architecture, x)
                 lap("scope")
             n_views = len(self.views)
+
+            def cam(inputs: torch.Tensor, classes: list[int]) -> CamResult:
+                return run_cam(self.model, self.target_layer, inputs, classes, method, allow_slow=allow_slow_cam,
+                               views=self.views, fill=fill, smooth=self.cam_smooth)
+
             guess = [self._class_index(target, int(i)) for i in logits.argmax(dim=1)]  # before the views
             maps: list[np.ndarray] = []
             view_logits = None
             if explain:
-                result = run_cam(self.model, self.target_layer, x, guess, method, allow_slow=allow_slow_cam,
-                                 flip_average=self.flip_average, shift=self.cam_shift, fill=fill,
-                                 smooth=self.cam_smooth)
+                result = cam(x, guess)
                 maps, view_logits = list(result.maps), result.logits
                 lap("cam_and_tta")
             elif n_views > 1 and (tta or self.card.tta_headline):
@@ -235,9 +249,7 @@ class Predictor:
                 # the views moved the predicted class of a few images: explain the class that is reported
                 redo = [i for i in range(n) if targets[i] != guess[i]]
                 if redo:
-                    again = run_cam(self.model, self.target_layer, x[redo], [targets[i] for i in redo], method,
-                                    allow_slow=allow_slow_cam, flip_average=self.flip_average, shift=self.cam_shift,
-                                    fill=fill, smooth=self.cam_smooth)
+                    again = cam(x[redo], [targets[i] for i in redo])
                     for j, i in enumerate(redo):
                         maps[i] = again.maps[j]
                 lap("cam_redo")
@@ -283,7 +295,7 @@ class Predictor:
         low_conf = uncertainty > UNCERTAINTY_LIMIT or abs(p - card.threshold) < THRESHOLD_MARGIN
         notes = list(image.notes)
         if n_views > 1:
-            kinds = "mirror, shifts" if self.flip_average else "shifts"
+            kinds = "mirror, shifts" if any(flip for flip, _, _ in self.views) else "shifts"
             notes.append(f"uncertainty: std of P(malignant) over {n_views} test-time views ({kinds})")
         return Prediction(
             probabilities={name: float(probs[j]) for j, name in enumerate(names)},

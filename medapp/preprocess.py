@@ -82,6 +82,11 @@ def normalize(square: torch.Tensor, spec: InputSpec) -> torch.Tensor:
     return x
 
 
+def normalized_black(spec: InputSpec) -> float:
+    """Black (0) after normalisation: what the letterbox and the borders of shifted test-time views hold."""
+    return -spec.mean / spec.std
+
+
 def preprocess(pixels: np.ndarray, spec: InputSpec) -> torch.Tensor:
     """(H, W) float32 in [0, 1] -> (channels, size, size) float32: exactly what training fed the network."""
     return normalize(torch.from_numpy(resize_to_square(pixels, spec)), spec)

@@ -21,7 +21,7 @@ candidate model, docs/candidate_lesion_best_epoch/).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,25 @@ def feature_statistics(activation: torch.Tensor) -> np.ndarray:
     return torch.cat([a.mean(dim=(2, 3)), a.std(dim=(2, 3))], dim=1).double().numpy()
 
 
+@contextmanager
+def capture_activations(model: nn.Module, layers: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the named layers' outputs during forward passes inside the block; hooks removed on exit."""
+    modules = dict(model.named_modules())
+    acts: dict[str, torch.Tensor] = {}
+    handles = []
+    try:
+        for name in layers:
+            if name not in modules:
+                raise ModelLoadError(f"scope gate layer {name!r} is not in the model; refit the gate "
+                                     "(`python -m medapp calibrate --model DIR`)")
+            handles.append(modules[name].register_forward_hook(
+                lambda _m, _i, out, name=name: acts.__setitem__(name, out.detach())))
+        yield acts
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class ScopeGate:
     """``score(...)`` -> (N,) distances, higher is further from the training images; ``passes`` applies the limit.
 
@@ -78,23 +97,9 @@ class ScopeGate:
         self.scales = scales
         self.threshold = threshold
 
-    @contextmanager
-    def capture(self, model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    def capture(self, model: nn.Module) -> AbstractContextManager[dict[str, torch.Tensor]]:
         """Record the gate's layers' outputs during forward passes inside the block; hooks removed on exit."""
-        modules = dict(model.named_modules())
-        acts: dict[str, torch.Tensor] = {}
-        handles = []
-        try:
-            for name in self.layers:
-                if name not in modules:
-                    raise ModelLoadError(f"scope gate layer {name!r} is not in the model; refit the gate "
-                                         "(`python -m medapp calibrate --model DIR`)")
-                handles.append(modules[name].register_forward_hook(
-                    lambda _m, _i, out, name=name: acts.__setitem__(name, out.detach())))
-            yield acts
-        finally:
-            for handle in handles:
-                handle.remove()
+        return capture_activations(model, self.layers)
 
     def score_features(self, features: list[np.ndarray]) -> np.ndarray:
         """Per-layer (N, D) features -> (N,) combined score: mean of each layer's distance / its scale."""
@@ -143,13 +148,10 @@ def extract_layer_features(model: nn.Module, layers: tuple[str, ...], squares: n
                            batch_size: int = 32) -> list[np.ndarray]:
     """(N, S, S) squares in [0, 1] -> per layer (N, 2C) float64 feature statistics."""
     model.eval()
-    probe = ScopeGate(layers, [np.zeros(1)] * len(layers), [np.zeros((1, 1))] * len(layers), [1.0] * len(layers),
-                      0.0)
     out: list[list[np.ndarray]] = [[] for _ in layers]
-    with probe.capture(model) as acts:
+    with capture_activations(model, layers) as acts:
         for i in range(0, len(squares), batch_size):
-            batch = torch.from_numpy(squares[i : i + batch_size])
-            model(torch.stack([normalize(s, spec) for s in batch]))
+            model(normalize(torch.from_numpy(squares[i : i + batch_size]), spec))
             for j, name in enumerate(layers):
                 out[j].append(feature_statistics(acts[name]))
     return [np.concatenate(rows) for rows in out]

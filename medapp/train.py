@@ -35,7 +35,7 @@ from .data import BusiRecord, load_busi_records, load_mask_squares, load_squares
 from .errors import ConfigError
 from .lesion_attention import lesion_loss
 from .models import create_model, default_input, leading_stages, trained_model_args
-from .preprocess import normalize
+from .preprocess import normalize, normalized_black
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def predict_logits(model: nn.Module, squares: np.ndarray, spec: InputSpec, batch
     for i in range(0, len(squares), batch_size):
         x = normalize(torch.from_numpy(squares[i : i + batch_size]), spec).to(device)
         if views:
-            logits = model(view_batch(x, views, -spec.mean / spec.std)).float()
+            logits = model(view_batch(x, views, normalized_black(spec))).float()
             out.append(logits.reshape(len(views), len(x), -1).mean(0).cpu())
         else:
             out.append(model(x).float().cpu())

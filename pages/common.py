@@ -17,7 +17,6 @@ from medapp.predict import Predictor, default_model_dir
 from medapp.privacy import AuditLog
 from medapp.report import DECISION_SUPPORT
 
-
 FRAME_KEY = "medapp_frame"
 RETURN_KEY = "medapp_return_to"
 

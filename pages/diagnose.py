@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.analysis import Upload, Workspace, format_probability, viewer_images, worklist_rows
+from medapp.analysis import Upload, Workspace, viewer_images, worklist_rows
 from medapp.explain import colorbar_image, list_cam_methods
+from medapp.likelihood import format_probability
 from medapp.report import build_report_pdf, overlay_png
 from pages.common import audit_log, get_predictor, require_frame
 

@@ -12,11 +12,11 @@ from medapp.analysis import (
     Workspace,
     analyze_upload,
     apply_window,
-    format_probability,
     viewer_images,
     worklist_rows,
 )
 from medapp.imaging import load_image
+from medapp.likelihood import format_probability
 from medapp.privacy import AuditLog
 from tests.app_fixtures import StubPredictor, png_bytes
 

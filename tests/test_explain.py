@@ -9,8 +9,15 @@ import pytest
 import torch
 from model_fixtures import build_blob_model_dir, medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
 
-from medapp.explain import (CAM_METHODS, DEFAULT_CAM_METHOD, check_cam_method, colorbar_image, list_cam_methods,
-                            overlay_heatmap, resolve_layer)
+from medapp.explain import (
+    CAM_METHODS,
+    DEFAULT_CAM_METHOD,
+    check_cam_method,
+    colorbar_image,
+    list_cam_methods,
+    overlay_heatmap,
+    resolve_layer,
+)
 from medapp.localization import center_prior, energy_in_mask, pointing_game_hit
 from medapp.models import create_model
 from medapp.predict import Predictor

@@ -15,10 +15,16 @@ from medapp.card import InputSpec, ModelCard
 from medapp.errors import ModelLoadError
 from medapp.models import create_model
 from medapp.predict import Predictor
-from medapp.preprocess import resize_to_square
-from medapp.preprocess import normalize
-from medapp.scope import (METHOD, ScopeGate, conformal_threshold, extract_layer_features, feature_statistics,
-                          fit_scope_gate, scope_layers)
+from medapp.preprocess import normalize, resize_to_square
+from medapp.scope import (
+    METHOD,
+    ScopeGate,
+    conformal_threshold,
+    extract_layer_features,
+    feature_statistics,
+    fit_scope_gate,
+    scope_layers,
+)
 
 
 def _squares(n: int, offset: int = 0) -> np.ndarray:

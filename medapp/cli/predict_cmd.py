@@ -7,7 +7,6 @@ as ``error: FILE: message`` on stderr and the others are still processed; the ex
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -38,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", default=None, help="class the heatmap explains (default: the predicted one)")
     parser.add_argument("--overlay-dir", type=Path, help="write <name>_overlay.png heatmap overlays here")
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay heatmap opacity in [0, 1]")
-    parser.add_argument("--no-tta", action="store_true", help="skip test-time augmentation (no uncertainty)")
+    parser.add_argument("--no-tta", action="store_true", help="skip the test-time views unless the model's headline "
+                        "is their mean (then no uncertainty is reported otherwise)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--json", action="store_true", help="one JSON object per line per image")
     parser.set_defaults(run=run)
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from ..explain import check_cam_method
     from ..imaging import load_image
     from ..predict import Predictor
+    from ..privacy import sha256_bytes
 
     if args.batch_size < 1:
         raise SystemExit("error: --batch-size must be at least 1")
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {path}: {e}", file=sys.stderr)
             failures += 1
             continue
-        batch.append((path, hashlib.sha256(data).hexdigest(), (time.perf_counter() - t0) * 1000.0, image))
+        batch.append((path, sha256_bytes(data), (time.perf_counter() - t0) * 1000.0, image))
         if len(batch) >= args.batch_size:
             flush()
     flush()
