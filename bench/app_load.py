@@ -28,7 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data import busi_path, load_busi_records  # noqa: E402
+from medapp.data.datasets import busi_path, load_busi_records  # noqa: E402
 from tests.app_fixtures import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -77,7 +77,7 @@ def quantile(values: list[float], q: float) -> float:
 
 
 def audit_entries(path: Path | None) -> list[dict]:
-    from medapp.privacy import AuditLog
+    from medapp.intake.privacy import AuditLog
 
     return AuditLog(path).read() if path else []
 
@@ -135,9 +135,9 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> int:
 
 
 async def concurrent_sessions(browser, url: str, images: list[Path], n: int) -> int:
-    from medapp.analysis import format_probability
-    from medapp.imaging import load_image
-    from medapp.predict import Predictor
+    from medapp.formatting import format_probability
+    from medapp.intake.imaging import load_image
+    from medapp.serving.predict import Predictor
 
     chosen = images[1 : 1 + n * 7 : 7][:n]
     predictor = Predictor.from_dir()

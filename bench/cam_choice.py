@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data import load_busi_records  # noqa: E402
-from medapp.explain import DEFAULT_VIEW_SHIFT  # noqa: E402
-from medapp.localization import CENTER_PRIOR, evaluate_localization  # noqa: E402
-from medapp.predict import Predictor  # noqa: E402
+from medapp.data.datasets import load_busi_records  # noqa: E402
+from medapp.evaluation.localization import CENTER_PRIOR, evaluate_localization  # noqa: E402
+from medapp.model.views import DEFAULT_VIEW_SHIFT  # noqa: E402
+from medapp.serving.predict import Predictor  # noqa: E402
 
 # views: 1 = the image alone, 2 = and its mirror, 10 = both, each also shifted diagonally by 4% (four ways)
 VIEW_SETTINGS = {1: {"flip_average": False, "shift": 0.0}, 2: {"flip_average": True, "shift": 0.0},

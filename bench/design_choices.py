@@ -26,11 +26,11 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.card import InputSpec  # noqa: E402
-from medapp.data import busi_path, load_busi_records  # noqa: E402
-from medapp.imaging import load_image  # noqa: E402
-from medapp.models import create_model, default_input, penultimate_features  # noqa: E402
-from medapp.preprocess import normalize, resize_to_square  # noqa: E402
+from medapp.data.datasets import busi_path, load_busi_records  # noqa: E402
+from medapp.intake.imaging import load_image  # noqa: E402
+from medapp.model.card import InputSpec  # noqa: E402
+from medapp.model.preprocess import normalize, resize_to_square  # noqa: E402
+from medapp.model.registry import create_model, default_input  # noqa: E402
 
 
 def cv_auc(features: np.ndarray, is_malignant: np.ndarray, seed: int = 0) -> tuple[float, float]:
@@ -40,6 +40,11 @@ def cv_auc(features: np.ndarray, is_malignant: np.ndarray, seed: int = 0) -> tup
         clf.fit(features[train_idx], is_malignant[train_idx])
         aucs.append(roc_auc_score(is_malignant[test_idx], clf.predict_proba(features[test_idx])[:, 1]))
     return float(np.mean(aucs)), float(np.std(aucs))
+
+
+def pooled_features(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(N, 1280) globally pooled last-stage features of the EfficientNet (its own API), before the classifier."""
+    return model._avg_pooling(model.extract_features(x)).flatten(1)
 
 
 def main() -> None:
@@ -62,7 +67,7 @@ def main() -> None:
             spec = InputSpec(size=size, resize=policy, mean=mean, std=std)
             squares = torch.from_numpy(np.stack([resize_to_square(p, spec) for p in pixels]))
             with torch.no_grad():
-                feats = torch.cat([penultimate_features("efficientnet_lite0", model, normalize(squares[i:i + 64], spec))
+                feats = torch.cat([pooled_features(model, normalize(squares[i:i + 64], spec))
                                    for i in range(0, len(squares), 64)]).numpy()
             auc, sd = cv_auc(feats, is_mal)
             print(f"{policy:8s} {size:5d} {auc:8.3f} ± {sd:.3f} {time.perf_counter() - t0:8.0f}")

@@ -19,8 +19,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing medapp
 
-from medapp.data import data_dir  # noqa: E402
-from medapp.imaging import load_image  # noqa: E402
+from medapp.data.datasets import data_dir  # noqa: E402
+from medapp.intake.imaging import load_image  # noqa: E402
 
 TARGET_RATIO = 1.5
 

@@ -17,9 +17,9 @@ import pydicom.data
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing medapp
 
-from medapp.data import data_dir  # noqa: E402
+from medapp.data.datasets import data_dir  # noqa: E402
 from medapp.errors import MedAppError  # noqa: E402
-from medapp.imaging import load_image  # noqa: E402
+from medapp.intake.imaging import load_image  # noqa: E402
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "intake_outcomes.md"
 

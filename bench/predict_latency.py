@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data import busi_path, load_busi_records  # noqa: E402
-from medapp.explain import overlay_heatmap  # noqa: E402
-from medapp.imaging import load_image  # noqa: E402
-from medapp.predict import Predictor  # noqa: E402
-from medapp.preprocess import normalize, resize_to_square  # noqa: E402
+from medapp.data.datasets import busi_path, load_busi_records  # noqa: E402
+from medapp.intake.imaging import load_image  # noqa: E402
+from medapp.model.explain import overlay_heatmap  # noqa: E402
+from medapp.model.preprocess import normalize, resize_to_square  # noqa: E402
+from medapp.serving.predict import Predictor  # noqa: E402
 
 TARGET_P50_MS = 250.0
 

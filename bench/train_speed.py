@@ -22,15 +22,16 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.augment import build_train_transform  # noqa: E402
-from medapp.card import CLASS_NAMES, ModelCard  # noqa: E402
-from medapp.config import load_config  # noqa: E402
-from medapp.data import busi_path, load_busi_records, load_squares  # noqa: E402
-from medapp.imaging import load_image  # noqa: E402
-from medapp.models import create_model, leading_stages  # noqa: E402
-from medapp.predict import default_model_dir  # noqa: E402
-from medapp.preprocess import normalize, resize_to_square  # noqa: E402
-from medapp.train import SquaresDataset, build_optimizer, compute_loss  # noqa: E402
+from medapp.data.datasets import busi_path, load_busi_records, load_squares  # noqa: E402
+from medapp.intake.imaging import load_image  # noqa: E402
+from medapp.model.card import CLASS_NAMES, ModelCard  # noqa: E402
+from medapp.model.checkpoint import default_model_dir  # noqa: E402
+from medapp.model.preprocess import normalize, resize_to_square  # noqa: E402
+from medapp.model.registry import create_model, leading_stages  # noqa: E402
+from medapp.training.augment import build_train_transform  # noqa: E402
+from medapp.training.config import load_config  # noqa: E402
+from medapp.training.dataset import SquaresDataset  # noqa: E402
+from medapp.training.train import build_optimizer, compute_loss  # noqa: E402
 
 
 class NaiveDataset(Dataset):
@@ -52,7 +53,7 @@ def time_steps(loader: DataLoader, cfg, steps: int) -> tuple[float, float, int]:
     """(seconds, seconds waiting for data, images) over ``steps`` training steps after one warm-up step."""
     torch.manual_seed(0)
     model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=1, **cfg.model_args)
-    for module in leading_stages(cfg.architecture, model)[: cfg.freeze_blocks]:
+    for module in leading_stages(model)[: cfg.freeze_blocks]:
         module.requires_grad_(False)
     model.train()
     optimizer = build_optimizer(model, cfg)

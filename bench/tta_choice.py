@@ -21,11 +21,13 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.calibrate import fit_temperature, softmax  # noqa: E402
-from medapp.checkpoint import load_model  # noqa: E402
-from medapp.data import load_busi_records, load_squares  # noqa: E402
-from medapp.predict import default_model_dir  # noqa: E402
-from medapp.train import headline_views, predict_logits  # noqa: E402
+from medapp.data.datasets import load_busi_records, load_squares  # noqa: E402
+from medapp.model.calibrate import fit_temperature, softmax  # noqa: E402
+from medapp.model.checkpoint import (
+    default_model_dir,  # noqa: E402
+    load_model,  # noqa: E402
+)
+from medapp.model.inference import headline_views, predict_logits  # noqa: E402
 
 
 def scores(logits: np.ndarray, labels: np.ndarray, malignant: int) -> str:

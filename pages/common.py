@@ -10,12 +10,14 @@ from typing import Any
 
 import streamlit as st
 
-from medapp.analysis import audit_log_path
 from medapp.errors import MedAppError
-from medapp.performance import load_history, load_metrics, render_charts
-from medapp.predict import Predictor, default_model_dir
-from medapp.privacy import AuditLog
-from medapp.report import DECISION_SUPPORT
+from medapp.intake.privacy import AuditLog
+from medapp.model.checkpoint import default_model_dir
+from medapp.reporting.dashboard import load_history, load_metrics
+from medapp.reporting.figures import render_charts
+from medapp.reporting.report import DECISION_SUPPORT
+from medapp.serving.analysis import open_audit_log
+from medapp.serving.predict import Predictor
 
 FRAME_KEY = "medapp_frame"
 RETURN_KEY = "medapp_return_to"
@@ -48,7 +50,7 @@ def load_predictor(model_dir: str) -> Predictor:
 
 @st.cache_resource
 def audit_log() -> AuditLog:
-    return AuditLog(audit_log_path())
+    return open_audit_log()
 
 
 @st.cache_data(show_spinner="Drawing the charts…", max_entries=4)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.analysis import Upload, Workspace, viewer_images, worklist_rows
-from medapp.explain import colorbar_image, list_cam_methods
-from medapp.likelihood import format_probability
-from medapp.report import build_report_pdf, overlay_png
+from medapp.formatting import format_probability
+from medapp.model.explain import colorbar_image, list_cam_methods
+from medapp.reporting.report import build_report_pdf, overlay_png
+from medapp.serving.analysis import Upload, Workspace, viewer_images, worklist_rows
 from pages.common import audit_log, get_predictor, require_frame
 
 require_frame(__file__)
@@ -84,7 +84,7 @@ with result:
                        f"{prediction.threshold:.0%}. Interpret with extra care.", icon=":material/help:")
         st.caption(f"Uncertainty ±{prediction.uncertainty:.1%} · operating threshold {prediction.threshold:.0%}")
         for name, value in prediction.probabilities.items():
-            st.progress(value, text=f"{name}: {value:.1%}")
+            st.progress(value, text=f"{name}: {format_probability(value)}")
         st.download_button(  # built on click only, so reruns stay fast
             "Download PDF report", lambda: build_report_pdf(analysis.image, prediction, predictor.card,
                                                             file_sha256=analysis.file_sha256, overlay=overlay),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.performance import card_sections, load_metrics
+from medapp.reporting.dashboard import card_sections, load_metrics
 from pages.common import get_predictor, require_frame
 
 require_frame(__file__)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.performance import CHARTS, anchor_rows, headline, localization_rows, operating_point_at
+from medapp.reporting.dashboard import anchor_rows, headline, localization_rows, operating_point_at, rate_rows
+from medapp.reporting.figures import CHARTS
 from pages.common import dashboard_files, model_dir_stamp, require_frame
 
 require_frame(__file__)
@@ -25,7 +26,7 @@ st.subheader("Threshold explorer", help="Move the threshold to see the trade-off
 threshold = st.slider("Flag as suspicious when P(malignant) is at least", 0.0, 1.0, float(metrics["threshold"]),
                       0.005, format="%.3f")
 point = operating_point_at(metrics, threshold)
-for column, (label, value) in zip(st.columns(4), point.rates(), strict=True):
+for column, (label, value) in zip(st.columns(4), rate_rows(point), strict=True):
     column.metric(label, value)
 st.caption(f"At {threshold:.3f}: {point.tp} malignant found, {point.fn} missed, {point.fp} false alarms, "
            f"{point.tn} correctly not flagged (test split).")

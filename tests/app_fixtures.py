@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from medapp.data import data_dir
-from medapp.evaluate import ANCHORS, binary_report
-from medapp.metrics import multiclass_summary
+from medapp.data.datasets import data_dir
+from medapp.evaluation.evaluate import ANCHORS, binary_report
+from medapp.evaluation.metrics import multiclass_summary
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CLASS_NAMES = ["normal", "benign", "malignant"]
@@ -74,7 +74,7 @@ def busi_test_image(label: str = "malignant", index: int = 0) -> Path:
 
 def make_image(height: int = 120, width: int = 160, seed: int = 0) -> Any:
     """A small synthetic MedicalImage (speckle-like noise), for tests that need no real decoding."""
-    from medapp.imaging import MedicalImage
+    from medapp.intake.medical_image import MedicalImage
 
     pixels = np.random.default_rng(seed).random((height, width), dtype=np.float32)
     gray = np.round(pixels * 255).astype(np.uint8)
@@ -85,8 +85,8 @@ def make_image(height: int = 120, width: int = 160, seed: int = 0) -> Any:
 def make_prediction(p_malignant: float = 0.62, *, in_scope: bool = True, shape: tuple[int, int] = (120, 160),
                     threshold: float = 0.3) -> Any:
     """A Prediction with hand-set values (the fields Predictor fills), for report and analysis tests."""
-    from medapp.likelihood import categorize_likelihood
-    from medapp.predict import OUTSIDE_INTENDED_USE, Prediction
+    from medapp.serving.likelihood import categorize_likelihood, decision_sentence
+    from medapp.serving.predict import OUTSIDE_INTENDED_USE, Prediction
 
     rest = (1 - p_malignant) / 2
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
@@ -94,9 +94,9 @@ def make_prediction(p_malignant: float = 0.62, *, in_scope: bool = True, shape: 
     return Prediction(
         probabilities={"normal": rest, "benign": rest, "malignant": p_malignant}, p_malignant=p_malignant,
         threshold=threshold, decision=p_malignant >= threshold,
-        decision_text=("flagged" if p_malignant >= threshold else "not flagged") if in_scope else OUTSIDE_INTENDED_USE,
+        decision_text=decision_sentence(p_malignant, threshold) if in_scope else OUTSIDE_INTENDED_USE,
         label="malignant" if p_malignant > rest else "benign",
-        category=categorize_likelihood(p_malignant, label="malignant", threshold=threshold),
+        category=categorize_likelihood(p_malignant, label="malignant", threshold=threshold, normal_ceiling=0.1),
         uncertainty=0.03, low_confidence=False, in_scope=in_scope, scope_score=3.0 if in_scope else 40.0,
         scope_threshold=10.0, quality_flags=[],
         out_of_scope_reasons=[] if in_scope else ["image content is unlike the breast-ultrasound training images"],

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from medapp.data import data_dir
+from medapp.data.datasets import data_dir
+from medapp.settings import reload_settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings() -> Iterator[None]:
+    """Each test reads the environment afresh, and leaves no settings behind (a test that sets a ``MEDAPP_*``
+    variable calls :func:`medapp.settings.reload_settings` after setting it)."""
+    reload_settings()
+    yield
+    reload_settings()
 
 
 @pytest.fixture(scope="session")

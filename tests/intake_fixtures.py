@@ -16,7 +16,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, UltrasoundImageStorage
 
-from medapp.data import data_dir
+from medapp.data.datasets import data_dir
 
 # Every value here must never appear in anything medapp shows, logs or writes.
 PHI = {

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from medapp.card import InputSpec, ModelCard
-from medapp.checkpoint import save_weights
-from medapp.imaging import MedicalImage
-from medapp.models import create_model
-from medapp.preprocess import resize_to_square
-from medapp.scope import fit_scope_gate
+from medapp.intake.medical_image import MedicalImage
+from medapp.model.card import InputSpec, ModelCard
+from medapp.model.checkpoint import save_weights
+from medapp.model.preprocess import resize_to_square
+from medapp.model.registry import create_model
+from medapp.model.scope import fit_scope_gate
+from medapp.training.release import explain_entry
 
 TINY_SIZE = 48
 
@@ -61,7 +62,7 @@ def build_tiny_model_dir(out_dir: Path, *, size: int = TINY_SIZE, seed: int = 0)
     model = create_model("small_cnn", num_classes=3, in_chans=1, width=8)
     card = ModelCard(name="tiny_test_model", architecture="small_cnn", version="0.0.1", model_args={"width": 8},
                      input=InputSpec(size=size, channels=1, resize="pad", mean=0.5, std=0.5), temperature=1.5,
-                     threshold=0.3)
+                     threshold=0.3, explain=explain_entry({}, model))
     return _write_model_dir(model, card, out_dir)
 
 
@@ -103,8 +104,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_predictor(tiny_model_dir: Path):  # noqa: ANN201 - medapp.predict.Predictor
-    from medapp.predict import Predictor
+def tiny_predictor(tiny_model_dir: Path):  # noqa: ANN201 - medapp.serving.predict.Predictor
+    from medapp.serving.predict import Predictor
 
     return Predictor.from_dir(tiny_model_dir)
 
@@ -141,7 +142,7 @@ def ood_dicom_paths() -> list[Path]:
     import pydicom
     from pydicom.data import get_testdata_files
 
-    from medapp.data import data_dir
+    from medapp.data.datasets import data_dir
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # offline: pydicom warns that it cannot download its extra files
@@ -171,9 +172,9 @@ def out_of_scope_set(n_breastmnist: int = 20) -> tuple[list[tuple[str, MedicalIm
 
     import skimage.data
 
-    from medapp.data import load_breastmnist
+    from medapp.data.datasets import load_breastmnist
     from medapp.errors import MedAppError
-    from medapp.imaging import load_image
+    from medapp.intake.imaging import load_image
 
     images: list[tuple[str, MedicalImage]] = []
     refused: list[tuple[str, str]] = []

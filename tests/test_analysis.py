@@ -7,7 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from medapp.analysis import (
+from medapp.intake.imaging import load_image
+from medapp.intake.privacy import AuditLog
+from medapp.serving.analysis import (
     Upload,
     Workspace,
     analyze_upload,
@@ -15,9 +17,6 @@ from medapp.analysis import (
     viewer_images,
     worklist_rows,
 )
-from medapp.imaging import load_image
-from medapp.likelihood import format_probability
-from medapp.privacy import AuditLog
 from tests.app_fixtures import StubPredictor, png_bytes
 
 
@@ -105,9 +104,3 @@ def test_viewer_images_no_overlay_out_of_scope():
     good = ws.analyze(predictor, [_upload("good.png", 0.5)])[0]
     original, overlay = viewer_images(good, opacity=0.5, window=(0.5, 0.5))
     assert overlay.shape == original.shape and not np.array_equal(overlay, original)
-
-
-@pytest.mark.parametrize(("p", "text"), [(0.0, "<1%"), (0.004, "<1%"), (0.01, "1%"), (0.335, "34%"), (0.99, "99%"),
-                                         (0.9986, ">99%"), (1.0, ">99%")])
-def test_format_probability_never_claims_certainty(p, text):
-    assert format_probability(p) == text

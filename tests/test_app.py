@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from medapp.data import data_dir
+from medapp.data.datasets import data_dir
 from medapp.errors import MedAppError
-from medapp.imaging import load_image
-from medapp.performance import CHARTS
-from medapp.report import DECISION_SUPPORT
+from medapp.intake.imaging import load_image
+from medapp.reporting.figures import CHARTS
+from medapp.reporting.report import DECISION_SUPPORT
+from medapp.settings import reload_settings
 from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     PROJECT_ROOT,
     app_model_dir,
@@ -33,6 +34,7 @@ TIMEOUT = 180
 def app(app_model_dir, monkeypatch, tmp_path) -> AppTest:  # noqa: F811
     monkeypatch.setenv("MEDAPP_MODEL_DIR", str(app_model_dir))
     monkeypatch.setenv("MEDAPP_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    reload_settings()
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=TIMEOUT)
     at.run()
     assert not at.exception
@@ -152,6 +154,7 @@ def dashboard(app_model_dir, monkeypatch, tmp_path):  # noqa: F811
 
 def _dashboard(model_dir: Path, monkeypatch) -> AppTest:
     monkeypatch.setenv("MEDAPP_MODEL_DIR", str(model_dir))
+    reload_settings()
     at = AppTest.from_file(str(PROJECT_ROOT / "app.py"), default_timeout=TIMEOUT)
     at.switch_page("pages/performance.py").run()
     assert not at.exception, at.exception

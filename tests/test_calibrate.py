@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medapp.calibrate import choose_threshold, fit_temperature, softmax
+from medapp.model.calibrate import choose_threshold, fit_temperature, softmax
 
 
 def test_softmax_rows_sum_to_one_and_temperature_softens():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medapp.checkpoint import load_weights, save_weights, sha256_file
 from medapp.errors import ModelLoadError
-from medapp.models import create_model
+from medapp.model.checkpoint import load_weights, save_weights, sha256_file
+from medapp.model.registry import create_model
 
 
 def test_round_trip_is_exact(tmp_path):
@@ -36,3 +36,46 @@ def test_wrong_architecture_is_a_clear_error(tmp_path):
     save_weights(create_model("small_cnn", width=8), path)
     with pytest.raises(ModelLoadError, match="do not fit the architecture"):
         load_weights(create_model("small_cnn", width=16), path)
+
+
+@pytest.mark.parametrize("field", ["threshold", "temperature", "serving", "explain", "weights_sha256", "scope"])
+def test_a_card_missing_a_required_field_is_refused(tmp_path, field):
+    """Once a card without "threshold" was served at 0.5: now every field serving relies on must be stated."""
+    import json
+    import shutil
+
+    from model_fixtures import build_tiny_model_dir
+
+    from medapp.model.card import ModelCard
+
+    folder = build_tiny_model_dir(tmp_path / "m")
+    ModelCard.load(folder)  # complete: loads
+    raw = json.loads((folder / "model_card.json").read_text())
+    del raw[field]
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "model_card.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelLoadError, match=f"required field.*{field}"):
+        ModelCard.load(broken)
+
+
+@pytest.mark.parametrize(("path", "value", "message"), [
+    (("threshold",), 1.5, "threshold must be a probability"), (("temperature",), 0.0, "temperature must be positive"),
+    (("explain", "method"), "", "explain.method is missing"), (("serving", "normal_ceiling"), 2.0, "normal_ceiling"),
+])
+def test_a_card_with_a_value_out_of_range_is_refused(tmp_path, path, value, message):
+    import json
+
+    from model_fixtures import build_tiny_model_dir
+
+    from medapp.model.card import ModelCard
+
+    folder = build_tiny_model_dir(tmp_path / "m")
+    raw = json.loads((folder / "model_card.json").read_text())
+    target = raw
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    (folder / "model_card.json").write_text(json.dumps(raw))
+    with pytest.raises(ModelLoadError, match=message):
+        ModelCard.load(folder)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medapp.config import load_config, parse_overrides, save_config
 from medapp.errors import ConfigError
+from medapp.training.config import load_config, parse_overrides, save_config
 
 
 def test_yaml_then_flags_override_defaults(tmp_path):

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medapp.data import load_breastmnist, load_busi_mask, load_busi_records
+from medapp.data.datasets import load_breastmnist, load_busi_mask, load_busi_records
 from medapp.errors import DataNotFoundError
 
 

@@ -13,7 +13,7 @@ import re
 import pytest
 from pypdf import PdfReader
 
-from medapp.report import DECISION_SUPPORT
+from medapp.reporting.report import DECISION_SUPPORT
 from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     CHROMIUM,
     CHROMIUM_ARGS,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from medapp.evaluate import evaluate_breastmnist, evaluate_busi
+from medapp.evaluation.evaluate import evaluate_breastmnist, evaluate_busi
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_KEYS = {"model", "split", "n", "auc", "auc_ci", "accuracy", "threshold", "sensitivity", "specificity",
@@ -55,16 +55,45 @@ def test_breastmnist_mode_scores_the_28px_file(shipped_model_dir, busi_dir):
     assert 0.5 < result["auc"] <= 1 and not math.isnan(result["ece"])
 
 
-def test_evaluate_cli_writes_json(shipped_model_dir, busi_dir, tmp_path):
+def _tree_digest(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_evaluate_cli_writes_json_and_leaves_the_model_folder_alone(shipped_model_dir, busi_dir, tmp_path):
+    """Asked for a score, evaluate writes the --json file and nothing else; --update-model writes the folder."""
     model_dir = tmp_path / "model"  # a copy: the test must not rewrite the shipped folder
     shutil.copytree(shipped_model_dir, model_dir)
+    before = _tree_digest(model_dir)
     out = tmp_path / "m.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "medapp", "evaluate", "--model", str(model_dir), "--split", "val",
-         "--json", str(out), "--bootstrap", "50", "--no-card"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
+    command = [sys.executable, "-m", "medapp", "evaluate", "--model", str(model_dir), "--split", "val",
+               "--json", str(out), "--bootstrap", "50"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads(out.read_text())
     assert metrics["split"] == "val" and metrics["n"] == 78
     assert "AUC" in result.stdout
-    assert (model_dir / "metrics_busi_val.json").is_file() and (model_dir / "plots" / "busi_val_roc.png").is_file()
+    assert _tree_digest(model_dir) == before  # reading is not writing
+
+    result = subprocess.run([*command, "--update-model"], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = json.loads((model_dir / "metrics_busi_val.json").read_text())
+    assert written["auc"] == metrics["auc"] and (model_dir / "plots" / "busi_val_roc.png").is_file()
+    card = json.loads((model_dir / "model_card.json").read_text())
+    assert card["metrics"]["busi_val"]["auc"] == metrics["auc"]
+    assert "metrics.json" not in {k for k, v in _tree_digest(model_dir).items() if before.get(k) != v}
+
+
+def test_what_evaluate_scores_is_what_the_app_shows(shipped_model_dir, test_metrics):
+    """The same test images through the Predictor (as the app and the CLI run it) give evaluate's P(malignant)."""
+    from medapp.data.datasets import busi_path, load_busi_records
+    from medapp.intake.imaging import load_image
+    from medapp.serving.predict import Predictor
+
+    predictor = Predictor.from_dir(shipped_model_dir)
+    records = {r.image: r for r in load_busi_records("test")}
+    scored = test_metrics["predictions"][::31]
+    for i, row in enumerate(scored):
+        image = load_image(busi_path(records[row["image"]]))
+        shown = predictor.predict(image, explain=i % 2 == 0)  # with the heatmap's pass and without
+        assert shown.p_malignant == pytest.approx(row["p_malignant"], abs=1e-5), row["image"]

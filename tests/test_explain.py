@@ -9,18 +9,17 @@ import pytest
 import torch
 from model_fixtures import build_blob_model_dir, medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
 
-from medapp.explain import (
+from medapp.evaluation.localization import center_prior, energy_in_mask, pointing_game_hit
+from medapp.model.explain import (
     CAM_METHODS,
     DEFAULT_CAM_METHOD,
     check_cam_method,
     colorbar_image,
     list_cam_methods,
     overlay_heatmap,
-    resolve_layer,
 )
-from medapp.localization import center_prior, energy_in_mask, pointing_game_hit
-from medapp.models import create_model
-from medapp.predict import Predictor
+from medapp.model.registry import create_model, resolve_layer
+from medapp.serving.predict import Predictor
 
 
 def test_method_table() -> None:
@@ -114,7 +113,7 @@ def test_augmented_cam_keeps_mirror_equivariance(tiny_predictor: Predictor, conf
 
 
 def test_cam_views_and_shift() -> None:
-    from medapp.explain import _shift, cam_views
+    from medapp.model.views import _shift, cam_views
 
     assert cam_views(False, 0) == [(False, 0, 0)]
     views = cam_views(True, 3)
@@ -125,7 +124,7 @@ def test_cam_views_and_shift() -> None:
 
 
 def test_view_batch_is_view_major_and_merge_undoes_it() -> None:
-    from medapp.explain import cam_views, merge_view_maps, view_batch
+    from medapp.model.views import cam_views, merge_view_maps, view_batch
 
     x = torch.rand(2, 1, 6, 6)
     views = cam_views(True, 1)

@@ -18,9 +18,11 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, p
 from pydicom.pixels.processing import convert_color_space
 
 from medapp.errors import InvalidImageError, MedAppError, UnsupportedImageError
-from medapp.imaging import MedicalImage, load_image, luma_601
-from medapp.limits import IntakeLimits
-from medapp.privacy import SAFE_METADATA_KEYS
+from medapp.intake.color import luma_601
+from medapp.intake.imaging import load_image
+from medapp.intake.limits import IntakeLimits
+from medapp.intake.medical_image import MedicalImage
+from medapp.intake.privacy import SAFE_METADATA_KEYS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYDICOM_FILES = Path(pydicom.data.get_testdata_file("CT_small.dcm")).parent
@@ -339,7 +341,7 @@ def test_decompression_bombs_refused_within_200mb():
         sys.path[:0] = [{str(PROJECT_ROOT)!r}, {str(Path(__file__).parent)!r}]
         from intake_fixtures import png_declaring, make_dataset, dicom_bytes
         import numpy as np
-        from medapp.imaging import load_image
+        from medapp.intake.imaging import load_image
         from medapp.errors import UnsupportedImageError
         ds = make_dataset(np.zeros((8, 8), np.uint8)); ds.Rows = ds.Columns = 30000
         bombs = [png_declaring(30000, 30000), png_declaring(12000, 12000), dicom_bytes(ds)]

@@ -14,7 +14,7 @@ import pytest
 from intake_fixtures import PHI_STRINGS, dicom_bytes, encode, make_dataset, phi_dataset
 
 from medapp.cli import inspect_cmd
-from medapp.imaging import load_image
+from medapp.intake.imaging import load_image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from medapp.augment import PairedTransform
-from medapp.card import ModelCard
-from medapp.config import AugmentConfig, TrainConfig
 from medapp.errors import ConfigError
-from medapp.lesion_attention import LesionGate, lesion_loss
-from medapp.models import cam_target_layer, create_model
-from medapp.train import train
+from medapp.model.card import ModelCard
+from medapp.model.lesion_attention import LesionGate, lesion_loss
+from medapp.model.registry import cam_target_layer, create_model
+from medapp.training.augment import PairedTransform
+from medapp.training.config import AugmentConfig, TrainConfig
+from medapp.training.train import train
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +38,8 @@ def test_keeps_the_backbone_parameter_names(lesion_model: torch.nn.Module) -> No
     extra = set(lesion_model.state_dict()) - set(plain.state_dict())
     assert set(plain.state_dict()) <= set(lesion_model.state_dict())
     assert extra and all(k.startswith("_lesion_head.") for k in extra)
-    assert cam_target_layer("efficientnet_lite0", lesion_model) is lesion_model._lesion_gate.attention
-    assert cam_target_layer("efficientnet_lite0", plain) is plain._conv_head
+    assert cam_target_layer(lesion_model) is lesion_model._lesion_gate.attention
+    assert cam_target_layer(plain) is plain._conv_head
 
 
 def test_pretrained_weights_still_load_with_the_head() -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medapp.likelihood import BANDS, CATEGORIES, DISCLAIMER, band_for, categorize_likelihood
+from medapp.serving.likelihood import (
+    BANDS,
+    CATEGORIES,
+    DISCLAIMER,
+    band_for,
+    categorize_likelihood,
+    decision_sentence,
+)
 
 
 @pytest.mark.parametrize(
@@ -18,9 +25,10 @@ def test_band_edges_follow_birads(p: float, code: str) -> None:
 
 
 @pytest.mark.parametrize("label", [None, "normal", "benign", "malignant"])
-@pytest.mark.parametrize("threshold", [None, 0.05, 0.3])
-def test_categories_monotone_in_p_malignant(label: str | None, threshold: float | None) -> None:
-    ranks = [categorize_likelihood(p, label=label, threshold=threshold).rank for p in np.linspace(0, 1, 2001)]
+@pytest.mark.parametrize("threshold", [0.99, 0.05, 0.3])
+def test_categories_monotone_in_p_malignant(label: str | None, threshold: float) -> None:
+    ranks = [categorize_likelihood(p, label=label, threshold=threshold, normal_ceiling=0.1).rank
+             for p in np.linspace(0, 1, 2001)]
     assert all(a <= b for a, b in zip(ranks, ranks[1:]))
     assert ranks[-1] == 5
 
@@ -28,10 +36,26 @@ def test_categories_monotone_in_p_malignant(label: str | None, threshold: float 
 @pytest.mark.parametrize(
     ("p", "label", "threshold", "code"),
     [(0.01, "normal", 0.3, "normal"), (0.08, "normal", 0.3, "normal"), (0.08, "normal", 0.05, "4A"),
-     (0.2, "normal", 0.3, "4B"), (0.01, "benign", 0.3, "3"), (0.01, "normal", None, "normal")],
+     (0.2, "normal", 0.3, "4B"), (0.01, "benign", 0.3, "3"), (0.01, "normal", 0.99, "normal")],
 )
-def test_normal_wording_only_for_low_estimates(p: float, label: str, threshold: float | None, code: str) -> None:
-    assert categorize_likelihood(p, label=label, threshold=threshold).code == code
+def test_normal_wording_only_for_low_estimates(p: float, label: str, threshold: float, code: str) -> None:
+    assert categorize_likelihood(p, label=label, threshold=threshold, normal_ceiling=0.1).code == code
+
+
+def test_normal_ceiling_comes_from_the_caller() -> None:
+    """The card's serving.normal_ceiling, not a module constant, decides where "normal" stops."""
+    assert categorize_likelihood(0.04, label="normal", threshold=0.5, normal_ceiling=0.1).code == "normal"
+    assert categorize_likelihood(0.04, label="normal", threshold=0.5, normal_ceiling=0.03).code == "4A"
+    assert categorize_likelihood(0.02, label="normal", threshold=0.5, normal_ceiling=0.03).high == 0.03
+
+
+@pytest.mark.parametrize(("p", "threshold", "text"), [
+    (0.62, 0.5, "P(malignant) 62% is at or above the operating threshold 50%: flagged as suspicious for malignancy"),
+    (0.5, 0.5, "P(malignant) 50% is at or above the operating threshold 50%: flagged as suspicious for malignancy"),
+    (0.004, 0.5, "P(malignant) <1% is below the operating threshold 50%: not flagged"),
+])
+def test_decision_sentence(p: float, threshold: float, text: str) -> None:
+    assert decision_sentence(p, threshold) == text
 
 
 def test_wording_is_a_model_estimate_not_an_assessment() -> None:

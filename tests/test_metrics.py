@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from medapp.metrics import (
+from medapp.evaluation.metrics import (
     binary_auc,
     bootstrap_auc_ci,
     expected_calibration_error,
@@ -25,10 +25,10 @@ def test_auc_hand_checked_and_undefined_on_one_class():
 
 def test_operating_point_hand_checked():
     r = operating_point(np.array([1, 1, 1, 0, 0, 0, 0]), np.array([0.9, 0.6, 0.2, 0.7, 0.1, 0.1, 0.3]), 0.5)
-    assert (r["tp"], r["fn"], r["fp"], r["tn"]) == (2, 1, 1, 3)
-    assert r["sensitivity"] == pytest.approx(2 / 3) and r["specificity"] == pytest.approx(3 / 4)
-    assert r["ppv"] == pytest.approx(2 / 3) and r["npv"] == pytest.approx(3 / 4)
-    assert r["accuracy"] == pytest.approx(5 / 7)
+    assert (r.tp, r.fn, r.fp, r.tn) == (2, 1, 1, 3)
+    assert r.sensitivity == pytest.approx(2 / 3) and r.specificity == pytest.approx(3 / 4)
+    assert r.ppv == pytest.approx(2 / 3) and r.npv == pytest.approx(3 / 4)
+    assert r.accuracy == pytest.approx(5 / 7)
 
 
 def test_ece_hand_checked():

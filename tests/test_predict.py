@@ -15,11 +15,14 @@ import torch
 from model_fixtures import build_blob_model_dir, medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
 from PIL import Image
 
-from medapp import predict as predict_module
 from medapp.cli import main
 from medapp.errors import ModelLoadError
-from medapp.likelihood import LikelihoodCategory
-from medapp.predict import Prediction, Predictor, default_model_dir
+from medapp.model import checkpoint as checkpoint_module
+from medapp.model.checkpoint import default_model_dir
+from medapp.serving import predict as predict_module
+from medapp.serving.likelihood import LikelihoodCategory
+from medapp.serving.predict import Prediction, Predictor
+from medapp.settings import reload_settings
 
 JSON_KEYS = {"file_sha256", "label", "probabilities", "p_malignant", "threshold", "decision", "category",
              "uncertainty", "low_confidence", "in_scope", "scope_score", "quality_flags", "model", "timing_ms"}
@@ -194,9 +197,11 @@ def test_card_without_hash_refused(tiny_model_dir: Path, tmp_path: Path) -> None
 
 def test_default_model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path) -> None:
     monkeypatch.setenv("MEDAPP_MODEL_DIR", str(tiny_model_dir))
+    reload_settings()
     assert default_model_dir() == tiny_model_dir
     monkeypatch.delenv("MEDAPP_MODEL_DIR")
-    monkeypatch.setattr(predict_module, "MODELS_DIR", tmp_path)
+    reload_settings()
+    monkeypatch.setattr(checkpoint_module, "MODELS_DIR", tmp_path)
     with pytest.raises(ModelLoadError, match="no shipped model under"):
         default_model_dir()
     for name in ("a", "b"):
@@ -262,9 +267,9 @@ def test_cli_bad_cam_and_bad_model(tmp_path: Path, tiny_model_dir: Path, capsys:
 
 def test_tta_headline_equals_what_calibration_and_evaluation_compute(tmp_path: Path) -> None:
     """With ``tta_headline`` the probabilities are the views' mean logits, the same in serving and in evaluate."""
-    from medapp.calibrate import softmax
-    from medapp.card import ModelCard
-    from medapp.train import headline_views, predict_logits
+    from medapp.model.calibrate import softmax
+    from medapp.model.card import ModelCard
+    from medapp.model.inference import headline_views, predict_logits
 
     model_dir = build_blob_model_dir(tmp_path)
     card = ModelCard.load(model_dir)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medapp.card import InputSpec
-from medapp.preprocess import compute_geometry, normalize, preprocess, resize_to_square, restore_geometry
+from medapp.model.card import InputSpec
+from medapp.model.preprocess import compute_geometry, normalize, preprocess, resize_to_square, restore_geometry
 
 
 @pytest.mark.parametrize(
@@ -71,9 +71,9 @@ def test_normalize_uses_card_mean_std_and_channels():
 
 def test_training_and_serving_feed_identical_tensors(busi_dir):
     """The cached training square (data.load_squares + the training Dataset) equals serving's preprocess()."""
-    from medapp.data import busi_path, load_busi_records, load_squares
-    from medapp.imaging import load_image
-    from medapp.train import SquaresDataset
+    from medapp.data.datasets import busi_path, load_busi_records, load_squares
+    from medapp.intake.imaging import load_image
+    from medapp.training.dataset import SquaresDataset
 
     spec = InputSpec(size=96, resize="pad", mean=0.45, std=0.22)
     records = load_busi_records("test")[:3]

@@ -15,8 +15,8 @@ import pydicom
 import pytest
 from intake_fixtures import PHI_STRINGS, PRIVATE_VALUE, SERIES_UID, SOP_UID, STUDY_UID, dicom_bytes, phi_dataset
 
-from medapp.imaging import load_image
-from medapp.privacy import (
+from medapp.intake.imaging import load_image
+from medapp.intake.privacy import (
     SAFE_METADATA_KEYS,
     AuditLog,
     BurnedInTextWarning,

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 from model_fixtures import speckle_image
 
-from medapp.quality import QualityFlag, assess_quality, describe_flag
+from medapp.model.card import QualityLimits
+from medapp.serving.quality import QualityFlag, assess_quality, describe_flag
+
+LIMITS = QualityLimits()  # what a newly trained model's card holds
 
 
 def _white_heavy() -> np.ndarray:
@@ -38,16 +41,24 @@ def _black_heavy() -> np.ndarray:
     ],
 )
 def test_quality_flags(name: str, pixels: np.ndarray, flags: list[QualityFlag]) -> None:
-    assert assess_quality(pixels) == flags, name
+    assert assess_quality(pixels, LIMITS) == flags, name
 
 
 def test_flag_wording_says_what_to_do() -> None:
-    assert "28x28 px" in describe_flag("too_small", (28, 28))
-    assert "at least 128 px" in describe_flag(QualityFlag.TOO_SMALL)
+    assert "28x28 px" in describe_flag("too_small", LIMITS, (28, 28))
+    assert "at least 128 px" in describe_flag(QualityFlag.TOO_SMALL, LIMITS)
     with pytest.raises(ValueError, match="choose one of: too_small"):
-        describe_flag("blurry")
+        describe_flag("blurry", LIMITS)
 
 
 def test_rgb_refused() -> None:
     with pytest.raises(ValueError, match=r"\(H, W\) grayscale"):
-        assess_quality(np.zeros((10, 10, 3), np.float32))
+        assess_quality(np.zeros((10, 10, 3), np.float32), LIMITS)
+
+
+def test_limits_come_from_the_card() -> None:
+    """A card with a stricter min_side flags an image the default limits accept."""
+    pixels = np.random.default_rng(0).uniform(0.2, 0.8, (200, 300)).astype(np.float32)
+    assert assess_quality(pixels, LIMITS) == []
+    assert assess_quality(pixels, QualityLimits(min_side=256)) == [QualityFlag.TOO_SMALL]
+    assert "at least 256 px" in describe_flag("too_small", QualityLimits(min_side=256))

@@ -9,9 +9,9 @@ import numpy as np
 from PIL import Image
 from pypdf import PdfReader
 
-from medapp.card import ModelCard
-from medapp.explain import overlay_heatmap
-from medapp.report import DECISION_SUPPORT, build_report_pdf, overlay_png
+from medapp.model.card import ModelCard
+from medapp.model.explain import overlay_heatmap
+from medapp.reporting.report import DECISION_SUPPORT, build_report_pdf, overlay_png
 from tests.app_fixtures import make_image, make_prediction
 
 CARD = ModelCard(name="test_model", architecture="small_cnn", version="9.9.9",
@@ -33,7 +33,8 @@ def test_report_holds_result_model_time_and_intended_use():
     pdf = build_report_pdf(image, prediction, CARD, file_sha256="cd" * 32, overlay=overlay, created=WHEN)
     text, reader = _pdf_text(pdf)
     assert pdf.startswith(b"%PDF") and len(reader.pages) == 1
-    for expected in (DECISION_SUPPORT, "62.0%", prediction.category.label, "30.0%", "normal 19.0%",
+    for expected in (DECISION_SUPPORT, "62% (calibrated)", prediction.category.label, prediction.decision_text,
+                         "normal 19%",
                      "±3.0%", "within intended use", "test_model 9.9.9", "ab" * 32, "2026-01-02 03:04:05 UTC",
                      CARD.intended_use, CARD.out_of_scope_use, "cd" * 32, "gradcam"):
         assert " ".join(expected.split()) in text, expected

@@ -11,20 +11,19 @@ import pytest
 import torch
 from model_fixtures import TINY_SIZE, out_of_scope_set, speckle_image, tiny_model_dir  # noqa: F401
 
-from medapp.card import InputSpec, ModelCard
 from medapp.errors import ModelLoadError
-from medapp.models import create_model
-from medapp.predict import Predictor
-from medapp.preprocess import normalize, resize_to_square
-from medapp.scope import (
+from medapp.model.card import InputSpec, ModelCard
+from medapp.model.preprocess import normalize, resize_to_square
+from medapp.model.registry import architecture_info, create_model
+from medapp.model.scope import (
     METHOD,
     ScopeGate,
     conformal_threshold,
     extract_layer_features,
     feature_statistics,
     fit_scope_gate,
-    scope_layers,
 )
+from medapp.serving.predict import Predictor
 
 
 def _squares(n: int, offset: int = 0) -> np.ndarray:
@@ -37,7 +36,7 @@ def test_fit_sets_threshold_on_validation_and_round_trips(tmp_path: Path) -> Non
     card = ModelCard(name="t", architecture="small_cnn", model_args={"width": 8}, input=InputSpec(size=TINY_SIZE))
     train, val = _squares(60), _squares(40, offset=100)
     gate = fit_scope_gate(model, card, train, val, tmp_path)
-    layers = scope_layers("small_cnn", model)
+    layers = architecture_info(model).scope_layers
     val_scores = gate.score_features(extract_layer_features(model, layers, val, card.input))
     # split conformal: the ceil(41 * 0.95) = 39th smallest of the 40 validation scores
     assert gate.passes(val_scores).mean() == pytest.approx(39 / 40)
@@ -45,11 +44,11 @@ def test_fit_sets_threshold_on_validation_and_round_trips(tmp_path: Path) -> Non
     assert card.scope["layers"] == list(layers) and len(card.scope_sha256) == 64
     loaded = ScopeGate.load(tmp_path, card)
     x = torch.stack([normalize(torch.from_numpy(s), card.input) for s in val])
-    np.testing.assert_allclose(loaded.score(model, "small_cnn", x), val_scores, rtol=1e-4)
+    np.testing.assert_allclose(loaded.score(model, x), val_scores, rtol=1e-4)
     assert _hooks(model) == 0
     # an image unlike the training squares scores far above the threshold
     odd = np.stack([np.tile(np.linspace(0, 1, TINY_SIZE, dtype=np.float32), (TINY_SIZE, 1))])
-    assert loaded.score(model, "small_cnn", torch.stack([normalize(torch.from_numpy(odd[0]), card.input)]))[0] \
+    assert loaded.score(model, torch.stack([normalize(torch.from_numpy(odd[0]), card.input)]))[0] \
         > 2 * gate.threshold
 
 
@@ -77,16 +76,19 @@ def test_feature_statistics() -> None:
     np.testing.assert_allclose(feature_statistics(a), [[2.0, 2.0, np.sqrt(2.0), 0.0]])
 
 
-def test_legacy_penultimate_gate_still_loads(tmp_path: Path) -> None:
+def test_a_gate_without_layers_is_refused(tmp_path: Path) -> None:
+    """The first version's penultimate-feature gate is gone: a folder still holding one must be refitted."""
     from safetensors.torch import save_file
 
-    from medapp.checkpoint import sha256_file
+    from medapp.model.checkpoint import sha256_file
 
+    with pytest.raises(ValueError, match="one mean, precision and scale per layer"):
+        ScopeGate((), [np.zeros(4)], [np.eye(4)], [1.0], 3.0)
     save_file({"mean": torch.zeros(4), "precision": torch.eye(4)}, str(tmp_path / "scope.safetensors"))
     card = ModelCard(name="t", architecture="small_cnn", scope={"threshold": 3.0},
                      scope_sha256=sha256_file(tmp_path / "scope.safetensors"))
-    gate = ScopeGate.load(tmp_path, card)
-    assert gate.layers == () and gate.score_features([np.array([[0.0, 0.0, 3.0, 4.0]])]).tolist() == [5.0]
+    with pytest.raises(ModelLoadError, match="refit the gate"):
+        ScopeGate.load(tmp_path, card)
 
 
 def test_tampered_scope_file_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -118,8 +120,8 @@ def test_out_of_scope_images_flagged(shipped_predictor: Predictor) -> None:
 
 @pytest.mark.slow
 def test_busi_test_split_passes_scope(shipped_predictor: Predictor, busi_dir: Path) -> None:
-    from medapp.data import load_busi_records
-    from medapp.localization import scope_pass_rate
+    from medapp.data.datasets import load_busi_records
+    from medapp.evaluation.localization import scope_pass_rate
 
     rate = scope_pass_rate(shipped_predictor, load_busi_records("test", busi_dir), root=busi_dir)
     assert rate >= 0.95, f"only {rate:.1%} of BUSI test images pass the scope gate"
@@ -127,8 +129,8 @@ def test_busi_test_split_passes_scope(shipped_predictor: Predictor, busi_dir: Pa
 
 @pytest.mark.slow
 def test_localization_on_busi_test_lesions(shipped_predictor: Predictor, busi_dir: Path) -> None:
-    from medapp.data import load_busi_records
-    from medapp.localization import evaluate_localization
+    from medapp.data.datasets import load_busi_records
+    from medapp.evaluation.localization import evaluate_localization
 
     result = evaluate_localization(shipped_predictor, load_busi_records("test", busi_dir),
                                    methods=[shipped_predictor.default_cam_method], root=busi_dir)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from medapp.card import ModelCard
-from medapp.config import TrainConfig
-from medapp.train import compute_loss, lr_at
+from medapp.model.card import ModelCard
+from medapp.training.config import TrainConfig
+from medapp.training.train import compute_loss, lr_at
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--architecture", "small_cnn", "--model_args", "{width: 8}", "--image_size", "32", "--epochs", "1",

@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import recalibrate
+    from ..training.release import recalibrate
 
     card = recalibrate(args.model)
     print(f"{card.name}: temperature {card.temperature:.3f}, threshold {card.threshold:.3f} "

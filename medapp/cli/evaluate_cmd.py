@@ -1,38 +1,41 @@
-"""``python -m medapp evaluate [--model DIR] [--split test] [--dataset busi|breastmnist] [--json FILE]``."""
+"""``python -m medapp evaluate [--model DIR] [--split test] [--dataset busi|breastmnist] [--json FILE]
+[--update-model]``: score a model; write into its folder only when asked."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("evaluate", help="score a model on a held-out split and write metrics.json")
+    parser = sub.add_parser("evaluate", help="score a model on a held-out split (writes nothing unless asked)")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--dataset", default="busi", choices=["busi", "breastmnist"])
-    parser.add_argument("--json", dest="json_path", help="also write the metrics object to this file")
+    parser.add_argument("--json", dest="json_path", type=Path, help="write the metrics object to this file")
+    parser.add_argument("--update-model", action="store_true",
+                        help="write the metrics file, plots, the card's summary and README into the model folder "
+                             "(records this run did not compute, such as localisation, are kept)")
     parser.add_argument("--localization", action="store_true",
                         help="add Grad-CAM pointing game / energy-in-mask per CAM method and the scope pass rate")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the AUC CI")
-    parser.add_argument("--no-card", action="store_true", help="do not copy the headline numbers into the card")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..card import ModelCard
-    from ..evaluate import evaluate, summarize
-    from ..predict import default_model_dir
+    from ..evaluation.evaluate import evaluate
+    from ..model.checkpoint import default_model_dir
 
     model_dir = args.model or default_model_dir()
     result = evaluate(model_dir, split=args.split, dataset=args.dataset, localization=args.localization,
-                      json_path=args.json_path, n_boot=args.bootstrap)
-    if not args.no_card:
-        card = ModelCard.load(model_dir)
-        card.metrics[f"{args.dataset}_{args.split}"] = summarize(result)
-        card.save(model_dir)
-        from ..model_readme import write_model_readme
+                      n_boot=args.bootstrap)
+    if args.json_path is not None:
+        args.json_path.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
+    if args.update_model:
+        from ..reporting.model_folder import publish_evaluation
 
-        write_model_readme(model_dir)
+        print(f"wrote {publish_evaluation(model_dir, result)}")
     lo, hi = result["auc_ci"]
     print(f"{result['model']} on {args.dataset} {args.split} (n={result['n']}): AUC {result['auc']:.3f} "
           f"[{lo:.3f}, {hi:.3f}]  ACC@0.5 {result['accuracy']:.3f}  at threshold {result['threshold']:.3f}: "

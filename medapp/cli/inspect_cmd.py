@@ -19,7 +19,8 @@ from typing import Any
 from PIL import Image
 
 from ..errors import MedAppError
-from ..imaging import MedicalImage, load_image
+from ..intake.imaging import load_image
+from ..intake.medical_image import MedicalImage
 
 EXIT_REFUSED = 2
 
@@ -56,14 +57,14 @@ def describe(image: MedicalImage) -> dict[str, Any]:
 
 def _write_deidentified(data: bytes, image: MedicalImage, out_dir: Path) -> tuple[Path, list[str]]:
     """Write the clean copy; returns its path and any privacy warnings raised on the way."""
-    from ..privacy import sha256_bytes  # pydicom loads only when a copy is asked for: other commands start fast
+    from ..intake.privacy import sha256_bytes  # pydicom loads only when a copy is asked for: other commands start fast
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if image.source_kind == "dicom":
-            from ..dicom import read_dataset
-            from ..privacy import deidentify
+            from ..intake.dicom import read_dataset
+            from ..intake.privacy import deidentify
 
             clean = deidentify(read_dataset(data))
             name = str(clean.get("SOPInstanceUID") or sha256_bytes(data)[:32])

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import numpy as np
 
-    from ..imaging import MedicalImage
-    from ..predict import Prediction
+    from ..intake.medical_image import MedicalImage
+    from ..serving.predict import Prediction
 
 # Files a folder contributes: common raster formats, DICOM, and files with no extension (DICOM from a PACS).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".gif", ".webp"})
@@ -62,10 +62,10 @@ def expand_paths(paths: list[str]) -> Iterator[tuple[Path, str | None]]:
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import MedAppError
-    from ..explain import check_cam_method
-    from ..imaging import load_image
-    from ..predict import Predictor
-    from ..privacy import sha256_bytes
+    from ..intake.imaging import load_image
+    from ..intake.privacy import sha256_bytes
+    from ..model.explain import check_cam_method
+    from ..serving.predict import Predictor
 
     if args.batch_size < 1:
         raise SystemExit("error: --batch-size must be at least 1")
@@ -123,7 +123,7 @@ def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.nd
     """Save the overlay PNG; two inputs with the same stem in one run get ``_2``, ``_3`` ... suffixes."""
     from PIL import Image
 
-    from ..explain import overlay_heatmap
+    from ..model.explain import overlay_heatmap
 
     out = folder / f"{path.stem}_overlay.png"
     n = 1
@@ -137,7 +137,8 @@ def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.nd
 def _human_line(path: Path, pred: Prediction) -> str:
     if not pred.in_scope:
         return f"{path}: OUTSIDE INTENDED USE — {'; '.join(pred.out_of_scope_reasons)}"
+    from ..formatting import format_percent
+
     flag = "  [low confidence]" if pred.low_confidence else ""
-    return (f"{path}: P(malignant) {pred.p_malignant:.1%} (threshold {pred.threshold:.1%}, "
-            f"{'FLAGGED' if pred.decision else 'not flagged'}); {pred.category.label}; top class {pred.label}; "
-            f"uncertainty ±{pred.uncertainty:.1%}{flag}")
+    return (f"{path}: {pred.decision_text}; {pred.category.label}; top class {pred.label}; "
+            f"uncertainty ±{format_percent(pred.uncertainty)}{flag}")

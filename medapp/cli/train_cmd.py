@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config, parse_overrides
-    from ..train import train
+    from ..training.config import load_config, parse_overrides
+    from ..training.train import train
 
     cfg = load_config(args.config, parse_overrides(args.overrides))
     command = "python -m medapp " + " ".join(shlex.quote(a) for a in sys.argv[1:])

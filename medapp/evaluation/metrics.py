@@ -1,0 +1,125 @@
+"""Metric functions over predicted probabilities (scikit-learn underneath), each one hand-checkable in tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_auc_score, roc_curve
+
+ECE_BINS = 15
+
+
+def binary_auc(is_positive: np.ndarray, score: np.ndarray) -> float:
+    """ROC AUC; NaN when only one class is present (AUC is undefined there, not 0.5)."""
+    y = np.asarray(is_positive, dtype=bool)
+    if y.all() or not y.any():
+        return float("nan")
+    return float(roc_auc_score(y, score))
+
+
+def bootstrap_auc_ci(is_positive: np.ndarray, score: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
+                     level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the AUC, resampling cases with replacement (one-class resamples skipped)."""
+    y = np.asarray(is_positive, dtype=bool)
+    s = np.asarray(score, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if y[idx].all() or not y[idx].any():
+            continue
+        aucs.append(roc_auc_score(y[idx], s[idx]))
+    lo, hi = np.quantile(aucs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """Malignant-vs-rest counts when ``score >= threshold`` flags a case, and the rates they give (NaN where
+    undefined: PPV when nothing is flagged, sensitivity without positives)."""
+
+    threshold: float
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+
+    @staticmethod
+    def _ratio(a: int, b: int) -> float:
+        return a / b if b else float("nan")
+
+    @property
+    def sensitivity(self) -> float:
+        return self._ratio(self.tp, self.tp + self.fn)
+
+    @property
+    def specificity(self) -> float:
+        return self._ratio(self.tn, self.tn + self.fp)
+
+    @property
+    def ppv(self) -> float:
+        return self._ratio(self.tp, self.tp + self.fp)
+
+    @property
+    def npv(self) -> float:
+        return self._ratio(self.tn, self.tn + self.fn)
+
+    @property
+    def accuracy(self) -> float:
+        return self._ratio(self.tp + self.tn, self.tp + self.tn + self.fp + self.fn)
+
+
+def operating_point(is_positive: np.ndarray, score: np.ndarray, threshold: float) -> OperatingPoint:
+    """Counts and rates of ``score >= threshold`` on these cases."""
+    y = np.asarray(is_positive, dtype=bool)
+    flag = np.asarray(score) >= threshold
+    return OperatingPoint(threshold=float(threshold), tp=int((flag & y).sum()), fp=int((flag & ~y).sum()),
+                          tn=int((~flag & ~y).sum()), fn=int((~flag & y).sum()))
+
+
+def reliability_bins(is_positive: np.ndarray, prob: np.ndarray, bins: int = ECE_BINS) -> dict[str, list[float]]:
+    """Equal-width bins over [0, 1]: mean predicted probability, observed frequency and count per non-empty bin."""
+    y = np.asarray(is_positive, dtype=np.float64)
+    p = np.asarray(prob, dtype=np.float64)
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    conf, acc, count = [], [], []
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            conf.append(float(p[mask].mean()))
+            acc.append(float(y[mask].mean()))
+            count.append(int(mask.sum()))
+    return {"confidence": conf, "accuracy": acc, "count": count}
+
+
+def expected_calibration_error(is_positive: np.ndarray, prob: np.ndarray, bins: int = ECE_BINS) -> float:
+    """ECE of a binary probability (Naeini et al. 2015): sum over bins of |mean p - observed rate| * share."""
+    r = reliability_bins(is_positive, prob, bins)
+    n = sum(r["count"])
+    return float(sum(c * abs(p - a) for p, a, c in zip(r["confidence"], r["accuracy"], r["count"], strict=True)) / n)
+
+
+def curve_points(is_positive: np.ndarray, score: np.ndarray) -> dict[str, dict[str, list[float]]]:
+    """ROC and PR curve points (thresholds clipped to [0, 1] for JSON: sklearn's first ROC threshold is inf)."""
+    y = np.asarray(is_positive, dtype=bool)
+    fpr, tpr, roc_t = roc_curve(y, score)
+    precision, recall, pr_t = precision_recall_curve(y, score)
+    return {
+        "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "thresholds": np.clip(roc_t, 0, 1).tolist()},
+        "pr": {"precision": precision.tolist(), "recall": recall.tolist(), "thresholds": pr_t.tolist()},
+    }
+
+
+def multiclass_summary(labels: np.ndarray, probs: np.ndarray, num_classes: int) -> dict[str, object]:
+    """3-class accuracy (argmax), macro one-vs-rest AUC and the confusion matrix (rows true, columns predicted)."""
+    y = np.asarray(labels)
+    pred = probs.argmax(1)
+    present = np.unique(y)
+    macro = (float(roc_auc_score(y, probs, multi_class="ovr", average="macro", labels=list(range(num_classes))))
+             if len(present) == num_classes else float("nan"))
+    return {
+        "accuracy_3class": float((pred == y).mean()),
+        "macro_auc_3class": macro,
+        "confusion_matrix": confusion_matrix(y, pred, labels=list(range(num_classes))).tolist(),
+    }

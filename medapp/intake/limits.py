@@ -1,0 +1,61 @@
+"""Intake limits: what image sizes medapp accepts, checked *before* any pixel is decoded.
+
+A 40 kB PNG can declare 30000 x 30000 pixels and expand to gigabytes when decoded (a "decompression bomb"), so the
+declared dimensions are read from the header and refused first. An image a few pixels wide cannot be judged by a
+model trained on ultrasound scans hundreds of pixels wide, so it is refused too, naming the minimum.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InvalidImageError, UnsupportedImageError
+from ..settings import MIB, Settings
+
+
+@dataclass(frozen=True)
+class IntakeLimits:
+    """Limits for :func:`medapp.intake.imaging.load_image`; the defaults and their reasons are
+    :class:`medapp.settings.Settings`' (set through ``MEDAPP_MAX_FILE_MB``, ``MEDAPP_MAX_PIXELS``,
+    ``MEDAPP_MIN_SIDE``)."""
+
+    max_file_bytes: int = Settings.max_file_bytes
+    max_pixels: int = Settings.max_pixels
+    min_side: int = Settings.min_side
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IntakeLimits:
+        return cls(settings.max_file_bytes, settings.max_pixels, settings.min_side)
+
+
+def check_file_size(n_bytes: int, limits: IntakeLimits) -> None:
+    """Refuse files over ``limits.max_file_bytes`` before reading them whole."""
+    if n_bytes > limits.max_file_bytes:
+        raise UnsupportedImageError(
+            f"file is {n_bytes / MIB:.1f} MB, over the {limits.max_file_bytes / MIB:.0f} MB limit; "
+            "export a single image or a smaller series"
+        )
+
+
+def check_dimensions(height: int, width: int, limits: IntakeLimits, *, what: str = "image") -> None:
+    """Refuse declared (height, width) that are too large (decompression bomb) or too small to judge."""
+    if height <= 0 or width <= 0:
+        raise UnsupportedImageError(f"{what} declares an empty size ({width}x{height} px); the file is damaged")
+    if height * width > limits.max_pixels:
+        raise UnsupportedImageError(
+            f"{what} declares {width}x{height} px ({height * width / 1e6:.0f} Mpx), over the limit of "
+            f"{limits.max_pixels / 1e6:.0f} Mpx; refused before decoding (possible decompression bomb)"
+        )
+    if min(height, width) < limits.min_side:
+        raise UnsupportedImageError(
+            f"{what} is {width}x{height} px, too small to judge; the shortest side must be at least "
+            f"{limits.min_side} px, upload the original image rather than a thumbnail"
+        )
+
+
+def check_frame_index(frame: int | None, n_frames: int) -> int:
+    """The 0-based frame to decode (None: the first), refused when the file has no such frame."""
+    index = 0 if frame is None else frame
+    if not 0 <= index < n_frames:
+        raise InvalidImageError(f"frame {index} requested but the file has {n_frames} (0 to {n_frames - 1})")
+    return index

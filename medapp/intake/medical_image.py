@@ -1,0 +1,30 @@
+"""The decoded image every later stage works on. Imports nothing from medapp, so any layer may depend on it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class MedicalImage:
+    """A decoded image.
+
+    ``pixels`` (H, W) float32 in [0, 1] feeds the model; ``display`` (H, W, 3) uint8 shows the natural colours.
+    ``source_kind`` is the detected format ("png", "jpeg", "bmp", "tiff", "dicom"); ``original_size`` is
+    (height, width) as displayed; ``pixel_spacing_mm`` is (row, column) spacing when the file states it;
+    ``frame_index`` is 0-based; ``metadata`` holds only :data:`medapp.privacy.SAFE_METADATA_KEYS`; ``notes`` says in
+    plain words what intake did ("inverted MONOCHROME1", "applied window C=40 W=400", "frame 1 of 10").
+    """
+
+    pixels: np.ndarray
+    display: np.ndarray
+    source_kind: str
+    original_size: tuple[int, int]  # (height, width)
+    pixel_spacing_mm: tuple[float, float] | None = None
+    frame_index: int = 0
+    frame_count: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)

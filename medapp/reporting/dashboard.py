@@ -1,0 +1,156 @@
+"""What the Model performance and Model card pages show, read from the files ``evaluate`` and ``train`` wrote.
+
+Every number here comes from ``metrics.json`` (see :mod:`medapp.evaluation.evaluate`) or ``history.csv``; nothing
+is re-scored. The charts are :mod:`medapp.reporting.figures`'.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..evaluation.metrics import OperatingPoint, operating_point
+from ..formatting import format_number, format_percent
+from ..model.card import BUSI_KNOWN_FLAWS, INTENDED_USE, MALIGNANT, METRICS_FILE, OUT_OF_SCOPE_USE, ModelCard
+
+HISTORY_FILE = "history.csv"
+
+
+def load_metrics(model_dir: str | Path | None) -> dict[str, Any] | None:
+    """``metrics.json`` of a model folder as a dict (NaN allowed, as ``evaluate`` writes it), or None if absent."""
+    path = Path(model_dir or "") / METRICS_FILE
+    if model_dir is None or not path.is_file():
+        return None
+    return json.loads(path.read_text())
+
+
+def load_history(model_dir: str | Path) -> dict[str, list[float]] | None:
+    """``history.csv`` as columns of floats (empty cells become NaN), or None if absent."""
+    path = Path(model_dir) / HISTORY_FILE
+    if not path.is_file():
+        return None
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return None
+    return {key: [_float(r.get(key)) for r in rows] for key in rows[0]}
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def operating_point_at(metrics: Mapping[str, Any], threshold: float) -> OperatingPoint:
+    """Counts and rates of "flag when P(malignant) >= ``threshold``" on the evaluated split.
+
+    Exact from the stored per-image ``predictions`` when ``metrics.json`` has them (it does when ``evaluate``
+    wrote it); otherwise from the ROC points and class totals (:func:`operating_point_from_roc`).
+    """
+    predictions = metrics.get("predictions")
+    if not predictions:
+        return operating_point_from_roc(metrics, threshold)
+    return operating_point([p["label"] == MALIGNANT for p in predictions], [p["p_malignant"] for p in predictions],
+                           threshold)
+
+
+def operating_point_from_roc(metrics: Mapping[str, Any], threshold: float) -> OperatingPoint:
+    """The stored ROC point in force at ``threshold``, turned into counts with ``n_positive`` / ``n_negative``.
+
+    ROC points are (FPR, TPR) at decreasing thresholds, each meaning "flag P >= t"; the point in force at t is
+    the one of the smallest stored threshold >= t. That is exact at every stored threshold; between two, sklearn's
+    ``drop_intermediate`` may have removed points lying on the segment joining them, so this moves in the stored
+    steps (which is why :func:`operating_point_at` prefers the per-image predictions).
+    """
+    roc = metrics["curves"]["roc"]
+    thresholds = np.asarray(roc["thresholds"], dtype=np.float64)
+    fpr, tpr = np.asarray(roc["fpr"], dtype=np.float64), np.asarray(roc["tpr"], dtype=np.float64)
+    n_pos, n_neg = int(metrics["n_positive"]), int(metrics["n_negative"])
+    at_or_above = np.flatnonzero(thresholds >= threshold)
+    i = int(at_or_above[-1]) if at_or_above.size else 0  # above every score: nothing flagged (first point)
+    tp, fp = round(float(tpr[i]) * n_pos), round(float(fpr[i]) * n_neg)
+    return OperatingPoint(threshold=float(threshold), tp=tp, fp=fp, tn=n_neg - fp, fn=n_pos - tp)
+
+
+def rate_rows(point: OperatingPoint) -> list[tuple[str, str]]:
+    """(label, percentage or "n/a") for sensitivity, specificity, PPV and NPV, as the explorer shows them."""
+    return [("Sensitivity", format_percent(point.sensitivity)), ("Specificity", format_percent(point.specificity)),
+            ("PPV", format_percent(point.ppv)), ("NPV", format_percent(point.npv))]
+
+
+def headline(metrics: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value, explanation) for the numbers at the top of the dashboard."""
+    lo, hi = metrics.get("auc_ci", (math.nan, math.nan))
+    t = metrics.get("threshold", math.nan)
+    num, pct = format_number, format_percent
+    rows = [
+        ("AUC", num(metrics.get("auc")), f"95% CI {num(lo)} to {num(hi)}; malignant vs rest"),
+        ("Sensitivity", pct(metrics.get("sensitivity")), f"at the operating threshold {num(t)}"),
+        ("Specificity", pct(metrics.get("specificity")), f"at the operating threshold {num(t)}"),
+        ("Accuracy", pct(metrics.get("accuracy")), "malignant vs rest at P >= 0.5 (MedMNIST's ACC)"),
+        ("Calibration error", num(metrics.get("ece")), f"ECE, {num(metrics.get('ece_uncalibrated'))} before"),
+    ]
+    return rows
+
+
+def anchor_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """This model beside the published BreastMNIST anchors, best AUC first; this model's row is marked."""
+    own = {"model": f"{metrics.get('model', 'this model')} (this model)", "auc": metrics.get("auc"),
+           "accuracy": metrics.get("accuracy"), "source": f"{metrics.get('split', 'test')} split, this evaluation"}
+    rows = [own, *({k: a.get(k) for k in ("model", "auc", "accuracy", "source")} for a in metrics.get("anchors", []))]
+    return sorted(rows, key=lambda r: -(r["auc"] if isinstance(r["auc"], (int, float)) else -1.0))
+
+
+def localization_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per CAM method and the centre-prior baseline: pointing game, energy in mask, n, default mark."""
+    loc = metrics.get("localization") or {}
+    default = loc.get("default")
+    rows = []
+    for method, scores in loc.items():
+        if not isinstance(scores, Mapping):
+            continue
+        label = "centre prior (baseline)" if method == "center_prior" else method
+        rows.append({"method": label + (" (default)" if method == default else ""),
+                     "pointing_game": scores.get("pointing_game"), "energy_in_mask": scores.get("energy_in_mask"),
+                     "n": scores.get("n")})
+    return rows
+
+
+def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
+    """(title, markdown) sections of the Model card page, from the card (and ``metrics.json`` when given)."""
+    metrics = metrics or card.metrics or {}
+    if "auc" in metrics:
+        lo, hi = metrics.get("auc_ci", (math.nan, math.nan))
+        num, pct = format_number, format_percent
+        evaluation = (f"On the held-out test split (n={metrics.get('n', '?')}): AUC {num(metrics.get('auc'))} "
+                      f"(95% CI {num(lo)}-{num(hi)}), accuracy {pct(metrics.get('accuracy'))} at P >= 0.5, "
+                      f"sensitivity {pct(metrics.get('sensitivity'))} and specificity "
+                      f"{pct(metrics.get('specificity'))} at the operating threshold, calibration error (ECE) "
+                      f"{num(metrics.get('ece'))}. The Model performance page shows the curves.")
+    else:
+        evaluation = "Not evaluated yet: run `python -m medapp evaluate`."
+    scope_rule = (card.scope or {}).get("rule", "")
+    return [
+        ("Model", f"**{card.name}** version {card.version}: {card.architecture}, input {card.input.size} px "
+                  f"({card.input.resize}), classes {', '.join(card.class_names)}. Weights SHA-256 "
+                  f"`{card.weights_sha256 or 'not recorded'}`."),
+        ("Intended use", card.intended_use or INTENDED_USE),
+        ("Not intended for", card.out_of_scope_use or OUT_OF_SCOPE_USE),
+        ("Training data and its known flaws", (card.training_data + "\n\n" if card.training_data else "")
+         + BUSI_KNOWN_FLAWS),
+        ("Evaluation", evaluation),
+        ("Limits and how the app guards them",
+         f"- Probabilities are temperature-calibrated (T = {card.temperature:.2f}) on the validation split.\n"
+         f"- Operating threshold {card.threshold:.3f}: {card.threshold_rule or 'set on validation'}.\n"
+         f"- A scope gate refuses to report on images unlike the training scans"
+         f"{f' ({scope_rule})' if scope_rule else ''}; image-quality checks flag tiny, blank or saturated images.\n"
+         "- The heatmap shows where the model looked, not where the lesion is; it can be wrong when the model is."),
+    ]

@@ -1,0 +1,137 @@
+"""The downloadable report: a one-page PDF of one analysis, and the overlay as PNG. No PHI in either.
+
+Neither carries the file name, patient fields or DICOM header values beyond the equipment-free image facts
+(format, size, frame); the PDF's document metadata names only medapp. The image is identified, as in the audit
+log, by the SHA-256 of the uploaded bytes, which lets a reader match the report to a file they hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from fpdf import FPDF
+from PIL import Image
+
+from ..formatting import format_percent, format_probability
+from ..intake.medical_image import MedicalImage
+from ..model.card import INTENDED_USE, ModelCard
+from ..serving.likelihood import DISCLAIMER
+from ..serving.predict import Prediction
+
+DECISION_SUPPORT = "Decision support only, not a diagnosis"
+_FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu: Unicode glyphs (≤, –, µ) in the PDF
+_MAX_IMAGE_SIDE = 800  # px embedded per picture: sharp at ~85 mm wide, keeps the PDF small
+
+
+def overlay_png(overlay: np.ndarray) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes with no text chunks (no metadata at all)."""
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(overlay, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def _picture(rgb: np.ndarray) -> Image.Image:
+    im = Image.fromarray(np.asarray(rgb, dtype=np.uint8))
+    im.thumbnail((_MAX_IMAGE_SIDE, _MAX_IMAGE_SIDE))
+    return im
+
+
+class _Report(FPDF):
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font("DejaVu", size=7)
+        self.set_text_color(90)
+        self.cell(0, 5, f"medapp report · {DECISION_SUPPORT} · page {self.page_no()}", align="C")
+
+
+def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCard, *, file_sha256: str,
+                     overlay: np.ndarray | None = None, created: dt.datetime | None = None) -> bytes:
+    """A PDF of one analysis: image and overlay, result, scope, model identity, UTC time and intended use.
+
+    An out-of-scope image shows no probability, category or overlay: only why it is outside intended use.
+    """
+    created = (created or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    pdf = _Report(format="A4")
+    pdf.set_title("medapp decision-support report")
+    pdf.set_creator("medapp")
+    pdf.set_producer("medapp")
+    pdf.set_creation_date(created)
+    pdf.add_font("DejaVu", "", str(_FONT_DIR / "DejaVuSans.ttf"))
+    pdf.add_font("DejaVu", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.add_page()
+    width = pdf.epw
+
+    pdf.set_font("DejaVu", "B", 16)
+    pdf.cell(0, 9, "Breast ultrasound: model estimate", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "B", 10)
+    pdf.set_text_color(180, 40, 40)
+    pdf.cell(0, 6, f"{DECISION_SUPPORT}.", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_text_color(0)
+    pdf.set_font("DejaVu", size=8)
+    pdf.multi_cell(width, 4.2, f"Generated {created.strftime('%Y-%m-%d %H:%M:%S')} UTC · image SHA-256 "
+                   f"{file_sha256} · {image.source_kind.upper()}, {image.original_size[1]}x{image.original_size[0]} px"
+                   f", frame {image.frame_index + 1} of {image.frame_count}", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(2)
+
+    top = pdf.get_y()
+    half = (width - 6) / 2
+    pictures = [("Image", image.display)] + ([("Where the model looked", overlay)] if overlay is not None
+                                              and prediction.in_scope else [])
+    bottom = top
+    for i, (caption, rgb) in enumerate(pictures):
+        im = _picture(rgb)
+        x = pdf.l_margin + i * (half + 6)
+        h = min(half * im.height / im.width, 95)
+        w = h * im.width / im.height
+        pdf.set_font("DejaVu", size=8)
+        pdf.set_xy(x, top)
+        pdf.cell(w, 4, caption)
+        pdf.image(im, x=x, y=top + 5, w=w, h=h)
+        bottom = max(bottom, top + 5 + h)
+    pdf.set_y(bottom + 4)
+
+    def row(label: str, value: str, bold: bool = False, size: int = 10) -> None:
+        pdf.set_font("DejaVu", "B" if bold else "", size)
+        pdf.set_x(pdf.l_margin)
+        pdf.cell(48, 6, label)
+        pdf.multi_cell(width - 48, 6, value, new_x="LMARGIN", new_y="NEXT")
+
+    pdf.set_font("DejaVu", "B", 12)
+    pdf.cell(0, 7, "Result", new_x="LMARGIN", new_y="NEXT")
+    if prediction.in_scope:
+        row("P(malignant)", f"{format_probability(prediction.p_malignant)} (calibrated)", bold=True)
+        row("Likelihood category", prediction.category.label)
+        row("Decision", prediction.decision_text)
+        row("Class probabilities",
+            ", ".join(f"{k} {format_probability(v)}" for k, v in prediction.probabilities.items()))
+        row("Uncertainty", f"±{format_percent(prediction.uncertainty)} across {prediction.tta_views} test-time views"
+            + ("; LOW CONFIDENCE, interpret with extra care" if prediction.low_confidence else ""))
+        row("Heatmap", f"{prediction.cam_method}, explaining class '{prediction.cam_target}'")
+        row("Scope", f"within intended use (scope score {prediction.scope_score:.1f}, limit "
+            f"{prediction.scope_threshold:.1f}); no quality problem found")
+    else:
+        row("Scope", "OUTSIDE INTENDED USE: no probability is reported for this image", bold=True)
+        for reason in prediction.out_of_scope_reasons:
+            row("", f"• {reason}")
+    if image.notes:
+        row("Intake notes", "; ".join(image.notes))
+    pdf.ln(2)
+
+    pdf.set_font("DejaVu", "B", 12)
+    pdf.cell(0, 7, "Model", new_x="LMARGIN", new_y="NEXT")
+    row("Name and version", f"{prediction.model.get('name', card.name)} {prediction.model.get('version', card.version)}")
+    row("Weights SHA-256", prediction.model.get("sha256", card.weights_sha256) or "not recorded", size=8)
+    pdf.ln(2)
+    pdf.set_font("DejaVu", "B", 12)
+    pdf.cell(0, 7, "Intended use", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", size=9)
+    pdf.multi_cell(width, 4.8, card.intended_use or INTENDED_USE, new_x="LMARGIN", new_y="NEXT")
+    if card.out_of_scope_use:
+        pdf.multi_cell(width, 4.8, f"Not for: {card.out_of_scope_use}", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(width, 4.8, DISCLAIMER, new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())

@@ -1,0 +1,202 @@
+"""Analysis orchestration for the app: uploaded bytes -> intake -> prediction -> audit log, one call per action.
+
+A page hands over what the user uploaded and chose, and gets back everything it shows: an :class:`Analysis` per
+file (the image and its prediction, or intake's refusal message), the worklist rows, the viewer image with its
+window/level, the overlay. Nothing here imports streamlit; the page keeps one :class:`Workspace` per session.
+
+File names are kept only to show them back to the user who uploaded them; they never reach the audit log or a
+report (they often contain the patient's name).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import MedAppError
+from ..intake.imaging import load_image
+from ..intake.medical_image import MedicalImage
+from ..intake.privacy import AuditLog, sha256_bytes
+from ..model.explain import overlay_heatmap
+from ..settings import get_settings
+from .predict import Prediction, Predictor
+
+log = logging.getLogger(__name__)
+
+# Analyses kept per session (each holds the image and heatmap, ~3 MB for a 500x500 scan).
+MAX_CACHED_ANALYSES = 32
+
+
+def open_audit_log() -> AuditLog:
+    """The deployment's audit log: ``$MEDAPP_AUDIT_LOG``, or ``artifacts/audit.jsonl`` in the project (git-ignored)."""
+    return AuditLog(get_settings().audit_log)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: the name (shown back to the user only) and its bytes."""
+
+    name: str
+    data: bytes
+
+    @property
+    def sha256(self) -> str:
+        return sha256_bytes(self.data)
+
+
+@dataclass
+class Analysis:
+    """One file's result: ``image`` and ``prediction`` when intake accepted it, else intake's ``error`` message."""
+
+    name: str
+    file_sha256: str
+    image: MedicalImage | None = None
+    prediction: Prediction | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.prediction is not None
+
+    @property
+    def in_scope(self) -> bool:
+        """True only when a probability may be shown: accepted, in the model's scope, no quality flag."""
+        return self.ok and bool(self.prediction.in_scope)
+
+    @property
+    def has_heatmap(self) -> bool:
+        return self.in_scope and self.prediction.heatmap is not None
+
+
+def analyze_upload(predictor: Predictor, upload: Upload, *, frame: int | None = None, cam_method: str | None = None,
+                   explain: bool = True, audit: AuditLog | None = None) -> Analysis:
+    """Intake, prediction and an audit entry for one upload; a refused file gives an Analysis with ``error``.
+
+    Only :class:`MedAppError` is turned into a message (intake's wording, which says what to do); any other
+    exception is a bug and propagates.
+    """
+    sha = upload.sha256
+    try:
+        image = load_image(upload.data, frame=frame)
+        prediction = predictor.predict(image, cam_method=cam_method, explain=explain)
+    except MedAppError as e:
+        if audit is not None:
+            audit.record(file_sha256=sha, model=predictor.model_info, outputs={"refused": str(e)})
+        return Analysis(name=upload.name, file_sha256=sha, error=str(e))
+    if audit is not None:
+        outputs = {k: v for k, v in prediction.to_dict().items() if k != "model"}
+        outputs.update(frame_index=image.frame_index, frame_count=image.frame_count, source_kind=image.source_kind)
+        audit.record(file_sha256=sha, model=prediction.model, outputs=outputs)
+    return Analysis(name=upload.name, file_sha256=sha, image=image, prediction=prediction)
+
+
+class Workspace:
+    """One app session's analyses, cached by (file SHA-256, frame, CAM method) so reruns do not recompute.
+
+    Entries of files no longer uploaded are dropped on each :meth:`analyze`, and at most ``max_entries`` are kept
+    (least recently used go first), so memory stays bounded however many files a session goes through.
+    """
+
+    def __init__(self, max_entries: int = MAX_CACHED_ANALYSES) -> None:
+        self.max_entries = max_entries
+        self._cache: OrderedDict[tuple[str, int, str | None], Analysis] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+    def _get(self, key: tuple[str, int, str | None]) -> Analysis | None:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        return None
+
+    def _put(self, key: tuple[str, int, str | None], analysis: Analysis) -> Analysis:
+        self._cache[key] = analysis
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.max_entries:
+            self._cache.popitem(last=False)
+        return analysis
+
+    def analyze(self, predictor: Predictor, uploads: Sequence[Upload], *, cam_method: str | None = None,
+                audit: AuditLog | None = None) -> list[Analysis]:
+        """One analysis per upload (first frame), in upload order.
+
+        A single upload is analysed with its heatmap at once (the common case: one round trip to the overlay);
+        with several, the worklist needs probabilities only and the heatmap is made when an image is opened.
+        """
+        shas = [u.sha256 for u in uploads]
+        current = set(shas)
+        for key in [k for k in self._cache if k[0] not in current]:
+            del self._cache[key]
+        explain = len(uploads) == 1
+        out = []
+        for upload, sha in zip(uploads, shas, strict=True):
+            found = self._get((sha, 0, cam_method)) or next(
+                (a for k, a in reversed(self._cache.items()) if k[:2] == (sha, 0)), None)
+            if found is None:
+                found = analyze_upload(predictor, upload, cam_method=cam_method, explain=explain, audit=audit)
+                self._put((sha, 0, cam_method if explain else None), found)
+            out.append(found if found.name == upload.name else _renamed(found, upload.name))
+        return out
+
+    def open(self, predictor: Predictor, upload: Upload, *, frame: int | None = None, cam_method: str | None = None,
+             audit: AuditLog | None = None) -> Analysis:
+        """The analysis of one image with its heatmap, for the viewer (``frame`` of a multi-frame file)."""
+        key = (upload.sha256, frame or 0, cam_method)
+        found = self._get(key)
+        if found is None:
+            found = self._put(key, analyze_upload(predictor, upload, frame=frame, cam_method=cam_method, audit=audit))
+        return found if found.name == upload.name else _renamed(found, upload.name)
+
+
+def _renamed(analysis: Analysis, name: str) -> Analysis:
+    """The same result shown under another upload's name (identical bytes uploaded twice)."""
+    return Analysis(name=name, file_sha256=analysis.file_sha256, image=analysis.image,
+                    prediction=analysis.prediction, error=analysis.error)
+
+
+def worklist_rows(analyses: Sequence[Analysis]) -> list[dict[str, Any]]:
+    """Table rows for accepted files, most suspicious first; out-of-scope images last, with no probability.
+
+    Each row: ``index`` (position in ``analyses``), ``file``, ``p_malignant`` (None when out of scope),
+    ``category`` and ``flags`` (plain words).
+    """
+    rows = []
+    for i, a in enumerate(analyses):
+        if not a.ok:
+            continue
+        p = a.prediction
+        flags = [*([] if p.in_scope else ["outside intended use"]), *p.quality_flags,
+                 *(["low confidence"] if p.in_scope and p.low_confidence else [])]
+        rows.append({"index": i, "file": a.name, "p_malignant": p.p_malignant if p.in_scope else None,
+                     "category": p.category.code if p.in_scope else "n/a", "flags": ", ".join(dict.fromkeys(flags))})
+    return sorted(rows, key=lambda r: (r["p_malignant"] is None, -(r["p_malignant"] or 0.0)))
+
+
+def apply_window(display: np.ndarray, level: float, width: float) -> np.ndarray:
+    """Viewer window/level on an (H, W, 3) uint8 image: ``level`` and ``width`` as fractions of the 0-255 range.
+
+    Linear VOI function as in DICOM PS3.3 C.11.2.1.2, applied to what intake displays; for viewing only, the model
+    always sees intake's default window so its input matches training.
+    """
+    if not 0.0 < width <= 2.0:
+        raise ValueError(f"window width must be in (0, 2] of the display range, got {width}")
+    x = display.astype(np.float32) / 255.0
+    out = np.clip((x - (level - width / 2.0)) / width, 0.0, 1.0)
+    return (out * 255.0 + 0.5).astype(np.uint8)
+
+
+def viewer_images(analysis: Analysis, *, opacity: float = 0.4, window: tuple[float, float] | None = None,
+                  colormap: str = "jet") -> tuple[np.ndarray, np.ndarray | None]:
+    """(original, overlay) as (H, W, 3) uint8 for display; overlay is None when out of scope or no heatmap."""
+    if analysis.image is None:
+        raise ValueError("the file was refused by intake; there is no image to show")
+    base = analysis.image.display if window is None else apply_window(analysis.image.display, *window)
+    if not analysis.has_heatmap:
+        return base, None
+    return base, overlay_heatmap(base, analysis.prediction.heatmap, opacity=opacity, colormap=colormap)

@@ -1,0 +1,93 @@
+"""Deployment settings: every ``MEDAPP_*`` environment variable, read in this one module, once per process.
+
+A hospital's IT sets these, not a clinician; the README's Configuration table lists the same variables, and a test
+per variable proves that each one changes behaviour. Code asks :func:`get_settings` instead of ``os.environ``, so
+a setting cannot be read in one place and forgotten in another (the intake limits once were documented but never
+read). :func:`reload_settings` re-reads the environment (tests, or a long-lived process after a change).
+
+Variables that belong to other programs (torchrun's ``WORLD_SIZE`` and ``LOCAL_RANK``) stay with the code that
+speaks their protocol.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = PROJECT_ROOT / "models"
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+DEFAULT_AUDIT_LOG = PROJECT_ROOT / "artifacts" / "audit.jsonl"
+MIB = 1024 * 1024
+
+DATA_DIR_ENV = "MEDAPP_DATA_DIR"
+MODEL_DIR_ENV = "MEDAPP_MODEL_DIR"
+AUDIT_LOG_ENV = "MEDAPP_AUDIT_LOG"
+MAX_FILE_MB_ENV = "MEDAPP_MAX_FILE_MB"
+MAX_PIXELS_ENV = "MEDAPP_MAX_PIXELS"
+MIN_SIDE_ENV = "MEDAPP_MIN_SIDE"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. ``model_dir`` None means "the single model folder under models/".
+
+    Intake limits: ``max_file_bytes`` bounds what is read into memory at all; ``max_pixels`` bounds one decoded
+    frame (40 Mpx is larger than any mammogram or ultrasound and keeps the float32 working copies under ~200 MB
+    each); ``min_side`` is the shortest side worth judging.
+    """
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    model_dir: Path | None = None
+    audit_log: Path = DEFAULT_AUDIT_LOG
+    max_file_bytes: int = 128 * MIB
+    max_pixels: int = 40_000_000
+    min_side: int = 32
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Defaults overridden by the ``MEDAPP_*`` variables that are set (an empty value counts as unset)."""
+        env = os.environ if environ is None else environ
+        base = cls()
+
+        def path(name: str, default: Path | None) -> Path | None:
+            value = env.get(name, "").strip()
+            return Path(value).expanduser() if value else default
+
+        def number(name: str, default: float, cast: type) -> float:
+            value = env.get(name, "").strip()
+            if not value:
+                return default
+            try:
+                parsed = cast(float(value)) if cast is int else cast(value)
+            except ValueError as e:
+                raise ConfigError(f"{name}={value!r} is not a number; set it to a plain number or unset it") from e
+            if parsed <= 0:
+                raise ConfigError(f"{name}={value!r} must be positive")
+            return parsed
+
+        return cls(
+            data_dir=path(DATA_DIR_ENV, base.data_dir),
+            model_dir=path(MODEL_DIR_ENV, None),
+            audit_log=path(AUDIT_LOG_ENV, base.audit_log),
+            max_file_bytes=int(number(MAX_FILE_MB_ENV, base.max_file_bytes / MIB, float) * MIB),
+            max_pixels=int(number(MAX_PIXELS_ENV, base.max_pixels, int)),
+            min_side=int(number(MIN_SIDE_ENV, base.min_side, int)),
+        )
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings.from_env()
+
+
+def reload_settings() -> Settings:
+    """Forget the cached settings and read the environment again."""
+    get_settings.cache_clear()
+    return get_settings()

@@ -1,0 +1,103 @@
+"""The release step after training: calibrate on validation, fit the scope gate, write the model card.
+
+``train`` calls :func:`finalize_model` at the end of its run; ``python -m medapp calibrate --model DIR`` calls
+:func:`recalibrate`, which redoes the same step on a trained folder (weights untouched). This is where a model
+folder's contract is written; evaluation only reads it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from ..data.datasets import load_busi_records, load_squares
+from ..model.calibrate import choose_threshold, fit_temperature, softmax
+from ..model.card import CARD_FILE, CLASS_NAMES, INTENDED_USE, OUT_OF_SCOPE_USE, WEIGHTS_FILE, InputSpec, ModelCard
+from ..model.checkpoint import load_weights, sha256_file
+from ..model.explain import DEFAULT_CAM_METHOD
+from ..model.inference import headline_views, predict_logits
+from ..model.registry import architecture_info, create_model, default_input, trained_model_args
+from ..model.scope import fit_scope_gate
+from .config import TrainConfig, load_config
+from .dataset import take_subset
+
+
+def input_spec_for(cfg: TrainConfig) -> InputSpec:
+    mean, std = default_input(cfg.architecture)
+    return InputSpec(size=cfg.image_size, channels=1, resize=cfg.resize, mean=mean, std=std)
+
+
+def explain_entry(configured: dict[str, Any], model: nn.Module) -> dict[str, Any]:
+    """The card's ``explain`` entry: the config's (chosen on validation lesions with bench/cam_choice.py), with
+    the network's own CAM layer and the default method where the config names none."""
+    return {"target_layer": architecture_info(model).cam_layer, "method": DEFAULT_CAM_METHOD, **configured}
+
+
+def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x: np.ndarray, val_y: np.ndarray,
+                   train_x: np.ndarray, *, command: str, best_epoch: int, best_val_auc: float) -> ModelCard:
+    """Reload the best weights, fit temperature and threshold on validation, fit the scope gate, write the card."""
+    model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=spec.channels,
+                         **trained_model_args(cfg.architecture, cfg.model_args))
+    load_weights(model, weights_path).eval()
+    val_logits = predict_logits(model, val_x, spec, views=headline_views(cfg.tta_headline, cfg.explain, spec))
+    temperature = fit_temperature(val_logits, val_y)
+    m = CLASS_NAMES.index("malignant")
+    threshold = choose_threshold(softmax(val_logits, temperature)[:, m], val_y == m, cfg.min_sensitivity)
+    card = ModelCard(
+        name=cfg.name,
+        architecture=cfg.architecture,
+        model_args=trained_model_args(cfg.architecture, cfg.model_args),
+        input=spec,
+        temperature=temperature,
+        threshold=threshold,
+        threshold_rule=f"highest threshold on calibrated P(malignant) with validation sensitivity >= "
+                       f"{cfg.min_sensitivity:.2f}",
+        intended_use=INTENDED_USE,
+        out_of_scope_use=OUT_OF_SCOPE_USE,
+        training_data=(f"BUSI (Al-Dhabyani et al. 2020, CC0; 600 women aged 25-75, Baheya Hospital, Cairo), "
+                       f"official MedMNIST BreastMNIST split: trained on {'+'.join(cfg.train_splits)} "
+                       f"({len(train_x)} images), selected, calibrated and scope-fitted on {cfg.val_split} "
+                       f"({len(val_x)} images), test split held out"),
+        config=cfg.to_dict(),
+        command=command,
+        explain=explain_entry(cfg.explain, model),
+        tta_headline=cfg.tta_headline,
+        weights_sha256="",
+        metrics={"best_epoch": best_epoch, "val_auc": best_val_auc,
+                 **({"weights": f"average of epochs {cfg.epochs - cfg.swa_epochs + 1}-{cfg.epochs}"}
+                    if cfg.swa_epochs else {})},
+    )
+    fit_scope_gate(model, card, train_x, val_x, weights_path.parent)
+    card.weights_sha256 = sha256_file(weights_path)
+    card.save(weights_path.parent)
+    return card
+
+
+def recalibrate(model_dir: str | Path, command: str = "") -> ModelCard:
+    """Re-run the post-training stage (temperature, threshold, scope gate, card) on a trained model folder.
+
+    Uses the folder's resolved ``config.yaml``; the weights are untouched, so the result equals what ``train``
+    wrote at the end of its run.
+    """
+    model_dir = Path(model_dir)
+    cfg = load_config(model_dir / "config.yaml")
+    old = _previous_card_fields(model_dir)
+    spec = input_spec_for(cfg)
+    train_records = take_subset(load_busi_records(cfg.train_splits), cfg.subset)
+    val_records = take_subset(load_busi_records(cfg.val_split), cfg.subset)
+    val_y = np.array([r.label_index for r in val_records])
+    return finalize_model(cfg, spec, model_dir / WEIGHTS_FILE, load_squares(val_records, spec), val_y,
+                          load_squares(train_records, spec), command=old.get("command") or command,
+                          best_epoch=old.get("metrics", {}).get("best_epoch", -1),
+                          best_val_auc=old.get("metrics", {}).get("val_auc", float("nan")))
+
+
+def _previous_card_fields(model_dir: Path) -> dict[str, Any]:
+    """The command and training metrics of the card being replaced (read as plain JSON: it may predate fields
+    the current card requires)."""
+    path = model_dir / CARD_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
