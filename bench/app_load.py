@@ -28,7 +28,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data.datasets import busi_path, load_busi_records  # noqa: E402
+from medapp.data.datasets import load_busi_records  # noqa: E402
 from tests.app_fixtures import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -90,7 +90,7 @@ def rss_mb(pid: int) -> float:
 async def run(args: argparse.Namespace, url: str, pid: int | None) -> int:
     from playwright.async_api import async_playwright
 
-    images = [busi_path(r) for r in load_busi_records("test")]
+    images = [r.path for r in load_busi_records("test")]
     failures = 0
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)

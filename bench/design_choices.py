@@ -26,7 +26,7 @@ from sklearn.preprocessing import StandardScaler
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data.datasets import busi_path, load_busi_records  # noqa: E402
+from medapp.data.datasets import load_busi_records  # noqa: E402
 from medapp.intake.imaging import load_image  # noqa: E402
 from medapp.model.card import InputSpec  # noqa: E402
 from medapp.model.preprocess import normalize, resize_to_square  # noqa: E402
@@ -55,7 +55,7 @@ def main() -> None:
     torch.set_num_threads(2)
     records = load_busi_records(["train", "val"])
     is_mal = np.array([r.label == "malignant" for r in records])
-    pixels = [load_image(busi_path(r)).pixels for r in records]
+    pixels = [load_image(r.path).pixels for r in records]
     model = create_model("efficientnet_lite0", pretrained=True).eval()
     mean, std = default_input("efficientnet_lite0")
     print(f"{len(records)} train+val images, {is_mal.sum()} malignant; frozen ImageNet EfficientNet-Lite0 + "

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data.datasets import busi_path, load_busi_records  # noqa: E402
+from medapp.data.datasets import load_busi_records  # noqa: E402
 from medapp.intake.imaging import load_image  # noqa: E402
 from medapp.model.explain import overlay_heatmap  # noqa: E402
 from medapp.model.preprocess import normalize, resize_to_square  # noqa: E402
@@ -36,7 +36,7 @@ def pick_image() -> Path:
 
     best, best_d = None, float("inf")
     for record in load_busi_records("test"):
-        path = busi_path(record)
+        path = record.path
         with Image.open(path) as im:
             d = abs(im.width - 500) + abs(im.height - 500)
         if d < best_d:
@@ -108,7 +108,7 @@ def main() -> int:
     if args.folder:
         files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     else:
-        files = [busi_path(r) for r in load_busi_records("test")]
+        files = [r.path for r in load_busi_records("test")]
     files = files[: args.n_throughput]
     for explain in (True, False):
         t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from medapp.data.datasets import busi_path, load_busi_records, load_squares  # noqa: E402
+from medapp.data.datasets import load_busi_records, load_squares  # noqa: E402
 from medapp.intake.imaging import load_image  # noqa: E402
 from medapp.model.card import CLASS_NAMES, ModelCard  # noqa: E402
 from medapp.model.checkpoint import default_model_dir  # noqa: E402
@@ -44,7 +44,7 @@ class NaiveDataset(Dataset):
         return len(self.records)
 
     def __getitem__(self, i):
-        square = resize_to_square(load_image(busi_path(self.records[i])).pixels, self.spec)
+        square = resize_to_square(load_image(self.records[i].path).pixels, self.spec)
         x = self.transform(torch.from_numpy(square)[None])
         return normalize(x[0], self.spec), CLASS_NAMES.index(self.records[i].label)
 

@@ -32,3 +32,7 @@ class ModelLoadError(MedAppError, RuntimeError):
 
 class ConfigError(MedAppError, ValueError):
     """A training or evaluation configuration names an unknown key or an invalid value."""
+
+
+class ManifestError(MedAppError, ValueError):
+    """A dataset manifest (CSV) is malformed: a missing column, or a row with an invalid value."""

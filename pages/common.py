@@ -53,10 +53,12 @@ def audit_log() -> AuditLog:
     return open_audit_log()
 
 
-@st.cache_data(show_spinner="Drawing the charts…", max_entries=4)
-def dashboard_files(model_dir: str, _stamp: float) -> tuple[dict[str, Any] | None, Any, dict[str, bytes]]:
-    """metrics.json, history.csv and every chart as PNG; ``_stamp`` (file mtime) refreshes after a re-evaluate."""
-    metrics, history = load_metrics(model_dir), load_history(model_dir)
+@st.cache_data(show_spinner="Drawing the charts…", max_entries=8)
+def dashboard_files(model_dir: str, filename: str, _stamp: float) -> tuple[dict[str, Any] | None, Any,
+                                                                             dict[str, bytes]]:
+    """One metrics file, history.csv and every chart as PNG; ``_stamp`` (file mtime) refreshes after a
+    re-evaluate."""
+    metrics, history = load_metrics(model_dir, filename), load_history(model_dir)
     return metrics, history, (render_charts(metrics, history) if metrics else {})
 
 
@@ -69,14 +71,17 @@ def get_predictor() -> Predictor | None:
         return None
 
 
-def model_dir_stamp() -> tuple[str, float] | None:
+def current_model_dir() -> str | None:
     try:
-        model_dir = default_model_dir()
+        return str(default_model_dir())
     except MedAppError as e:
         st.error(f"No model folder: {e}")
         return None
-    metrics = Path(model_dir) / "metrics.json"
-    return str(model_dir), (metrics.stat().st_mtime if metrics.is_file() else 0.0)
+
+
+def file_stamp(model_dir: str, filename: str) -> float:
+    path = Path(model_dir) / filename
+    return path.stat().st_mtime if path.is_file() else 0.0
 
 
 def sidebar() -> None:

@@ -4,21 +4,35 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.reporting.dashboard import anchor_rows, headline, localization_rows, operating_point_at, rate_rows
+from medapp.reporting.dashboard import (
+    anchor_rows,
+    device_rows,
+    headline,
+    held_out_evaluations,
+    load_cross_site,
+    localization_rows,
+    operating_point_at,
+    rate_rows,
+)
 from medapp.reporting.figures import CHARTS
-from pages.common import dashboard_files, model_dir_stamp, require_frame
+from pages.common import current_model_dir, dashboard_files, file_stamp, require_frame
 
 require_frame(__file__)
 
 st.title("Model performance")
-stamp = model_dir_stamp()
-metrics, history, charts = dashboard_files(*stamp) if stamp else (None, None, {})
-if metrics is None:
-    st.info("No evaluation yet: run `python -m medapp evaluate --localization` to write the model's metrics.json.")
+model_dir = current_model_dir()
+evaluations = held_out_evaluations(model_dir) if model_dir else {}
+if not evaluations:
+    st.info("No evaluation yet: run `python -m medapp evaluate --localization --update-model` to write the "
+            "model's metrics.json.")
     st.stop()
+chosen = st.selectbox("Held-out test set", list(evaluations), help="Each hospital's test split, scored once.")
+filename = evaluations[chosen]
+metrics, history, charts = dashboard_files(model_dir, filename, file_stamp(model_dir, filename))
 
 st.caption(f"Model **{metrics['model']}** on the held-out **{metrics['split']}** split: {metrics['n']} images, "
-           f"{metrics['n_positive']} malignant. Malignant vs rest on the calibrated P(malignant).")
+           f"{metrics['n_positive']} malignant. {metrics.get('auc_definition', 'malignant vs rest').capitalize()} "
+           "on the calibrated P(malignant).")
 for column, (label, value, explanation) in zip(st.columns(5), headline(metrics), strict=True):
     column.metric(label, value, help=explanation)
 
@@ -31,6 +45,16 @@ for column, (label, value) in zip(st.columns(4), rate_rows(point), strict=True):
 st.caption(f"At {threshold:.3f}: {point.tp} malignant found, {point.fn} missed, {point.fp} false alarms, "
            f"{point.tn} correctly not flagged (test split).")
 
+if device_rows(metrics):
+    st.subheader("Per scanner", help="The same metrics on each scanner's images of this test set.")
+    st.dataframe(device_rows(metrics), hide_index=True)
+cross_site = load_cross_site(model_dir)
+if cross_site:
+    st.subheader("Across hospitals", help="The same recipe trained on one site, the other, or both, and scored on "
+                 "each site's test split: does the model hold up at a hospital it never saw?")
+    st.dataframe([{k: r[k] for k in ("trained_on", "tested_on", "site_seen_in_training", "n", "auc", "sensitivity",
+                                     "specificity", "ece", "scope_pass_rate")} for r in cross_site], hide_index=True)
+
 st.subheader("Charts")
 columns = st.columns(3)
 for i, (key, png) in enumerate(charts.items()):
@@ -39,7 +63,8 @@ for i, (key, png) in enumerate(charts.items()):
 if localization_rows(metrics):
     st.subheader("Localisation on test lesions", help="Pointing game: heatmap peak inside the radiologist's mask.")
     st.dataframe(localization_rows(metrics), hide_index=True)
-st.subheader("Against published results (BreastMNIST test split)")
-st.dataframe(anchor_rows(metrics), hide_index=True, column_config={
-    "model": "Model", "auc": st.column_config.NumberColumn("AUC", format="%.3f"),
-    "accuracy": st.column_config.NumberColumn("Accuracy", format="%.3f"), "source": "Source"})
+if metrics.get("anchors"):
+    st.subheader("Against published results (BreastMNIST test split)")
+    st.dataframe(anchor_rows(metrics), hide_index=True, column_config={
+        "model": "Model", "auc": st.column_config.NumberColumn("AUC", format="%.3f"),
+        "accuracy": st.column_config.NumberColumn("Accuracy", format="%.3f"), "source": "Source"})

@@ -21,6 +21,7 @@ from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     PROJECT_ROOT,
     app_model_dir,
     busi_test_image,
+    fake_metrics,
     png_bytes,
     shipped_model_dirs,
     write_fake_model_files,
@@ -171,6 +172,30 @@ def test_dashboard_renders_every_chart(dashboard, monkeypatch):
     at.slider[0].set_value(0.9).run()
     after = [m.value for m in at.metric if m.label == "Sensitivity"][-1]
     assert not at.exception and before != after
+
+
+def test_dashboard_shows_each_hospital_per_scanner_and_across_sites(dashboard, monkeypatch):
+    import json
+
+    busbra = fake_metrics(n=120, seed=3)
+    busbra.update(dataset="busbra", auc_definition="malignant vs benign", anchors=[],
+                  per_device={d: {"n": 60, "n_positive": 20, "auc": 0.9, "sensitivity": 0.85, "specificity": 0.7,
+                                  "ece": 0.05, "scope_pass_rate": 0.97} for d in ("Scanner A", "Scanner B")})
+    del busbra["localization"]
+    (dashboard / "metrics_busbra_test.json").write_text(json.dumps(busbra))
+    rows = [{"trained_on": t, "tested_on": s, "site_seen_in_training": s in t, "n": 10, "auc": 0.8,
+             "sensitivity": 0.8, "specificity": 0.7, "ece": 0.05, "scope_pass_rate": 0.9}
+            for t in ("busi", "busbra", "busi+busbra") for s in ("busi", "busbra")]
+    (dashboard / "cross_site.json").write_text(json.dumps({"rows": rows}))
+    at = _dashboard(dashboard, monkeypatch)
+    assert at.selectbox[0].options[:2] == ["BUSI test (Cairo, Egypt)", "BUS-BRA test (Rio de Janeiro, Brazil)"]
+    assert len(at.dataframe) == 3  # across sites, localisation, anchors
+    at.selectbox[0].select("BUS-BRA test (Rio de Janeiro, Brazil)").run()
+    assert not at.exception
+    assert "Malignant vs benign" in " ".join(c.value for c in at.caption)
+    tables = [d.value for d in at.dataframe]
+    assert len(tables) == 2 and list(tables[0]["scanner"]) == ["Scanner A", "Scanner B"]  # per scanner, sites
+    assert len(tables[1]) == 6
 
 
 @pytest.mark.parametrize("model_dir", shipped_model_dirs() or [None])

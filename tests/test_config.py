@@ -38,3 +38,18 @@ def test_bad_values_name_the_valid_ones(overrides, message):
 def test_override_needs_a_value():
     with pytest.raises(ConfigError, match="--lr needs a value"):
         parse_overrides(["--lr"])
+
+
+@pytest.mark.parametrize(
+    ("datasets", "message"),
+    [([], "at least one dataset"), (["busi", "busi"], "each once"), (["hospital_x"], "not one medapp knows"),
+     ([{"name": "busbra", "weight": -1}], "weight must be positive")],
+)
+def test_datasets_are_checked_when_the_config_loads(datasets, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, {"datasets": datasets})
+
+
+def test_default_config_trains_on_busi_alone():
+    cfg = load_config(None)
+    assert [s.name for s in cfg.dataset_specs] == ["busi"]

@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medapp.data.datasets import load_breastmnist, load_busi_mask, load_busi_records
+from medapp.data.datasets import load_breastmnist, load_busi_records, load_mask
 from medapp.errors import DataNotFoundError
 
 
@@ -31,10 +31,10 @@ def test_masks_union_and_normal_is_empty(busi_dir):
     records = {r.image: r for r in load_busi_records()}
     multi = records["benign/benign (4).png"]
     assert len(multi.masks) == 2
-    mask = load_busi_mask(multi)
+    mask = load_mask(multi)
     assert mask.dtype == bool and mask.any()
     normal = next(r for r in records.values() if r.label == "normal")
-    assert not load_busi_mask(normal).any()
+    assert not load_mask(normal).any()
 
 
 def test_breastmnist_labels_follow_the_official_file(busi_dir):

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from medapp.evaluation.evaluate import evaluate_breastmnist, evaluate_busi
+from medapp.evaluation.evaluate import evaluate_breastmnist, evaluate_manifest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 REQUIRED_KEYS = {"model", "split", "n", "auc", "auc_ci", "accuracy", "threshold", "sensitivity", "specificity",
                  "ppv", "npv", "accuracy_3class", "macro_auc_3class", "confusion_matrix", "class_names", "ece",
-                 "ece_uncalibrated", "curves", "predictions"}
+                 "ece_uncalibrated", "curves", "predictions", "scope_pass_rate", "auc_definition"}
 
 
 @pytest.fixture(scope="module")
 def test_metrics(shipped_model_dir, busi_dir):
-    return evaluate_busi(shipped_model_dir, "test", n_boot=200)
+    return evaluate_manifest(shipped_model_dir, "busi", "test", n_boot=200)
 
 
 def test_shipped_model_beats_the_published_floors(test_metrics):
@@ -38,7 +38,8 @@ def test_metrics_schema(test_metrics):
     assert sum(map(sum, test_metrics["confusion_matrix"])) == 156
     assert {"roc", "pr", "reliability"} <= set(test_metrics["curves"])
     preds = test_metrics["predictions"]
-    assert len(preds) == 156 and {"image", "label", "p_malignant"} <= set(preds[0])
+    assert len(preds) == 156 and {"image", "label", "p_malignant", "in_scope", "device"} <= set(preds[0])
+    assert test_metrics["scope_pass_rate"] == pytest.approx(sum(p["in_scope"] for p in preds) / 156)
     assert all(0 <= p["p_malignant"] <= 1 for p in preds)
 
 
@@ -86,7 +87,7 @@ def test_evaluate_cli_writes_json_and_leaves_the_model_folder_alone(shipped_mode
 
 def test_what_evaluate_scores_is_what_the_app_shows(shipped_model_dir, test_metrics):
     """The same test images through the Predictor (as the app and the CLI run it) give evaluate's P(malignant)."""
-    from medapp.data.datasets import busi_path, load_busi_records
+    from medapp.data.datasets import load_busi_records
     from medapp.intake.imaging import load_image
     from medapp.serving.predict import Predictor
 
@@ -94,6 +95,21 @@ def test_what_evaluate_scores_is_what_the_app_shows(shipped_model_dir, test_metr
     records = {r.image: r for r in load_busi_records("test")}
     scored = test_metrics["predictions"][::31]
     for i, row in enumerate(scored):
-        image = load_image(busi_path(records[row["image"]]))
+        image = load_image(records[row["image"]].path)
         shown = predictor.predict(image, explain=i % 2 == 0)  # with the heatmap's pass and without
         assert shown.p_malignant == pytest.approx(row["p_malignant"], abs=1e-5), row["image"]
+
+
+def test_busbra_scored_per_scanner_as_malignant_vs_benign(shipped_model_dir, busi_dir):
+    """A second hospital's manifest through the same evaluation: per-scanner rows and in-scope flags."""
+    from medapp.evaluation.evaluate import evaluate_manifest
+
+    if not (busi_dir / "busbra" / "metadata.csv").is_file():
+        pytest.skip(f"BUS-BRA not found at {busi_dir / 'busbra'}")
+    result = evaluate_manifest(shipped_model_dir, "busbra", "val", n_boot=50)
+    assert result["n"] == 153 and result["auc_definition"] == "malignant vs benign"
+    assert result["n_positive"] + result["n_negative"] == 153 and 0.5 < result["auc"] <= 1
+    devices = result["per_device"]
+    assert len(devices) >= 3 and sum(d["n"] for d in devices.values()) == 153
+    assert all({"auc", "sensitivity", "specificity", "ece", "scope_pass_rate"} <= set(d) for d in devices.values())
+    assert {p["device"] for p in result["predictions"]} == set(devices)

@@ -54,3 +54,8 @@ def test_multiclass_summary_confusion_rows_are_truth():
     s = multiclass_summary(labels, probs, 3)
     assert s["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     assert s["accuracy_3class"] == pytest.approx(0.75)
+
+
+def test_bootstrap_ci_of_a_one_class_set_is_undefined():
+    lo, hi = bootstrap_auc_ci(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9]), n_boot=20)
+    assert math.isnan(lo) and math.isnan(hi)

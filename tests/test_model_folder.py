@@ -7,8 +7,8 @@ from pathlib import Path
 
 from model_fixtures import build_tiny_model_dir
 
-from medapp.model.card import ModelCard
-from medapp.reporting.model_folder import merge_with_previous, metrics_filename, publish_evaluation
+from medapp.model.card import ModelCard, metrics_filename
+from medapp.reporting.model_folder import merge_with_previous, publish_evaluation
 from tests.app_fixtures import fake_metrics
 
 

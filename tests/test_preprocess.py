@@ -71,7 +71,7 @@ def test_normalize_uses_card_mean_std_and_channels():
 
 def test_training_and_serving_feed_identical_tensors(busi_dir):
     """The cached training square (data.load_squares + the training Dataset) equals serving's preprocess()."""
-    from medapp.data.datasets import busi_path, load_busi_records, load_squares
+    from medapp.data.datasets import load_busi_records, load_squares
     from medapp.intake.imaging import load_image
     from medapp.training.dataset import SquaresDataset
 
@@ -80,7 +80,7 @@ def test_training_and_serving_feed_identical_tensors(busi_dir):
     squares = load_squares(records, spec)
     dataset = SquaresDataset(squares, np.zeros(len(records)), spec, transform=None)
     for i, record in enumerate(records):
-        served = preprocess(load_image(busi_path(record)).pixels, spec)
+        served = preprocess(load_image(record.path).pixels, spec)
         trained, _ = dataset[i]
         assert served.shape == (1, 96, 96)
         assert torch.equal(served, trained)

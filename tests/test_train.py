@@ -96,3 +96,47 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_at(0, 100, 10, cfg) == pytest.approx(0.1)
     assert lr_at(10, 100, 10, cfg) == pytest.approx(1.0)
     assert lr_at(99, 100, 10, cfg) < 0.05
+
+
+def test_two_sites_under_torchrun_with_sampling_weights(busi_dir, tmp_path):
+    """BUSI + BUS-BRA through the manifests: per-site validation AUC, the sites and scanners in the card."""
+    if not (busi_dir / "busbra" / "metadata.csv").is_file():
+        pytest.skip(f"BUS-BRA not found at {busi_dir / 'busbra'}")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = run_cli(["--datasets", "[busi, {name: busbra, weight: 2}]", "--out_dir", str(tmp_path / "two")],
+                     tmp_path, launcher=torchrun)
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = check_run_dir(tmp_path / "two")
+    with (tmp_path / "two" / "history.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert {"val_auc_busi", "val_auc_busbra"} <= set(row)
+    sites = {s["dataset"]: s for s in card.training_sites}
+    assert set(sites) == {"busi", "busbra"} and sites["busbra"]["train"] == 12 and sites["busi"]["val"] == 12
+    assert "BUS-BRA" in card.training_data and "busbra 2" in card.training_data
+
+
+def test_weighted_sampler_draws_sites_by_weight_and_splits_ranks():
+    from medapp.training.dataset import WeightedEpochSampler
+
+    weights = torch.tensor([1.0] * 100 + [3.0] * 100).numpy() / 400  # site B three times as likely per image
+    draw = list(WeightedEpochSampler(weights, seed=0))
+    assert len(draw) == 200 and 0.65 < sum(i >= 100 for i in draw) / 200 < 0.85
+    ranks = [list(WeightedEpochSampler(weights, seed=0, rank=r, world_size=2)) for r in (0, 1)]
+    together = [i for pair in zip(*ranks, strict=True) for i in pair]
+    assert together == list(WeightedEpochSampler(weights, seed=0))  # the ranks share one draw
+    later = WeightedEpochSampler(weights, seed=0)
+    later.set_epoch(1)
+    assert list(later) != together
+
+
+def test_sample_weights_share_each_sites_weight_over_its_images():
+    import numpy as np
+
+    from medapp.data.manifest import DatasetSpec
+    from medapp.training.dataset import TrainingData
+
+    data = TrainingData(specs=[DatasetSpec("busi", weight=1.0), DatasetSpec("busbra", weight=1.0)],
+                        train_records=[], val_records=[], train_x=np.zeros((5, 2, 2)), train_y=np.zeros(5),
+                        train_source=np.array([0, 0, 0, 0, 1]), val_x=np.zeros((0, 2, 2)), val_y=np.zeros(0),
+                        val_source=np.zeros(0, int), train_masks=None)
+    np.testing.assert_allclose(data.sample_weights(), [0.25, 0.25, 0.25, 0.25, 1.0])

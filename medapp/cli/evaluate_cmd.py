@@ -7,18 +7,21 @@ import argparse
 import json
 from pathlib import Path
 
+from ..data.manifest import KNOWN_MANIFESTS
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("evaluate", help="score a model on a held-out split (writes nothing unless asked)")
     parser.add_argument("--model", help="model folder (default: the shipped model)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
-    parser.add_argument("--dataset", default="busi", choices=["busi", "breastmnist"])
+    parser.add_argument("--dataset", default="busi", choices=[*KNOWN_MANIFESTS, "breastmnist"],
+                        help="busi and busbra: their manifests (per scanner when several); breastmnist: the 28 px file")
     parser.add_argument("--json", dest="json_path", type=Path, help="write the metrics object to this file")
     parser.add_argument("--update-model", action="store_true",
                         help="write the metrics file, plots, the card's summary and README into the model folder "
                              "(records this run did not compute, such as localisation, are kept)")
     parser.add_argument("--localization", action="store_true",
-                        help="add Grad-CAM pointing game / energy-in-mask per CAM method and the scope pass rate")
+                        help="add Grad-CAM pointing game / energy-in-mask per CAM method on the lesion masks")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the AUC CI")
     parser.set_defaults(run=run)
 

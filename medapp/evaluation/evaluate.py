@@ -13,11 +13,17 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import Split, load_breastmnist, load_busi_records, load_squares
+from ..data.datasets import Split, load_breastmnist, load_records, load_squares
+from ..data.manifest import Record
+from ..data.near_duplicates import busi_near_duplicate_free_test
+from ..intake.imaging import load_image
 from ..model.calibrate import softmax
 from ..model.checkpoint import load_model
 from ..model.inference import headline_views, predict_logits
 from ..model.preprocess import resize_to_square
+from ..serving.likelihood import categorize_likelihood
+from ..serving.predict import Predictor
+from .localization import evaluate_localization
 from .metrics import (
     binary_auc,
     bootstrap_auc_ci,
@@ -75,34 +81,79 @@ def binary_report(threshold: float, is_malignant: np.ndarray, p_mal: np.ndarray,
     }
 
 
-def evaluate_busi(model_dir: str | Path, split: str = "test", *, n_boot: int = 2000,
-                  localization: bool = False) -> dict[str, Any]:
+def category_rates(is_malignant: np.ndarray, is_normal: np.ndarray, categories: list[str]) -> dict[str, float]:
+    """How the wording reads on this set: the share of cancers shown as "normal" or the lowest-suspicion band
+    (BI-RADS 3 range), which must stay near zero, and the share of normal images shown as "normal"."""
+    low = np.array([c in ("normal", "3") for c in categories])
+    normal = np.array([c == "normal" for c in categories])
+    return {"malignant_shown_low": float(low[is_malignant].mean()) if is_malignant.any() else float("nan"),
+            "normal_shown_normal": float(normal[is_normal].mean()) if is_normal.any() else float("nan")}
+
+
+def in_scope_flags(predictor: Any, records: list[Record], batch_size: int = 16) -> list[bool]:
+    """Whether the app would report on each image: the Predictor's own scope gate and quality checks."""
+    flags: list[bool] = []
+    for i in range(0, len(records), batch_size):
+        images = [load_image(r.path) for r in records[i : i + batch_size]]
+        flags += [p.in_scope for p in predictor.predict_batch(images, tta=False, explain=False)]
+    return flags
+
+
+def subgroup_reports(key: str, values: list[str], threshold: float, is_mal: np.ndarray, p_mal: np.ndarray,
+                     p_raw: np.ndarray, in_scope: np.ndarray, n_boot: int) -> dict[str, dict[str, Any]]:
+    """The binary report (without curves) and scope pass rate of each value of ``key`` (e.g. each scanner)."""
+    out = {}
+    for value in sorted(set(values)):
+        rows = np.array([v == value for v in values])
+        report = binary_report(threshold, is_mal[rows], p_mal[rows], p_raw[rows], n_boot)
+        report.pop("curves")
+        out[value] = {key: value, "n": int(rows.sum()), **report, "scope_pass_rate": float(in_scope[rows].mean())}
+    return out
+
+
+def evaluate_manifest(model_dir: str | Path, dataset: str = "busi", split: str = "test", *, n_boot: int = 2000,
+                      localization: bool = False) -> dict[str, Any]:
+    """Score a manifest dataset's split (BUSI, BUS-BRA, ...): malignant vs rest on the calibrated headline, which
+    for a dataset without normal images (BUS-BRA) is malignant vs benign; per scanner when there are several."""
     card, model = load_model(model_dir)
-    records = load_busi_records(Split.parse(split))
+    records = load_records(dataset, Split.parse(split))
     views = headline_views(card.tta_headline, card.explain, card.input)
     logits = predict_logits(model, load_squares(records, card.input, progress=True), card.input, views=views)
     labels = np.array([card.class_names.index(r.label) for r in records])
     probs, probs_raw = softmax(logits, card.temperature), softmax(logits)
     m = card.malignant_index
     is_mal = labels == m
+    predictor = Predictor.from_dir(model_dir)
+    in_scope = np.array(in_scope_flags(predictor, records))
+    devices = [r.device for r in records]
+    categories = [categorize_likelihood(float(p[m]), label=card.class_names[int(p.argmax())],
+                                        threshold=card.threshold, normal_ceiling=card.serving.normal_ceiling).code
+                  for p in probs]
     result: dict[str, Any] = {
         "model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,
-        "dataset": "busi", "split": split, "n": len(records),
+        "dataset": dataset, "split": split, "n": len(records),
+        "auc_definition": "malignant vs " + ("rest" if "normal" in {r.label for r in records} else "benign"),
         **binary_report(card.threshold, is_mal, probs[:, m], probs_raw[:, m], n_boot),
         **multiclass_summary(labels, probs, len(card.class_names)),
         "class_names": list(card.class_names),
         "temperature": card.temperature,
-        "anchors": ANCHORS,
-        "predictions": [{"image": r.image, "label": r.label, "p_malignant": float(p)}
-                        for r, p in zip(records, probs[:, m], strict=True)],
+        "scope_pass_rate": float(in_scope.mean()),
+        **category_rates(labels == m, labels == card.class_names.index("normal"), categories),
+        "anchors": ANCHORS if dataset == "busi" else [],
+        "predictions": [{"image": r.image, "label": r.label, "p_malignant": float(p), "in_scope": bool(s),
+                         "category": c, "device": r.device}
+                        for r, p, s, c in zip(records, probs[:, m], in_scope, categories, strict=True)],
     }
+    if len(set(devices)) > 1:
+        result["per_device"] = subgroup_reports("device", devices, card.threshold, is_mal, probs[:, m],
+                                                probs_raw[:, m], in_scope, n_boot)
+    if dataset == "busi" and split == "test":
+        clean = {r.image for r in busi_near_duplicate_free_test()}
+        subset = ["duplicate_free" if r.image in clean else "near_copy_outside_test" for r in records]
+        result["near_duplicates"] = subgroup_reports("subset", subset, card.threshold, is_mal, probs[:, m],
+                                                     probs_raw[:, m], in_scope, n_boot)
     if localization:
-        from ..serving.predict import Predictor
-        from .localization import evaluate_localization, scope_pass_rate
-
-        predictor = Predictor.from_dir(model_dir)
         result["localization"] = evaluate_localization(predictor, records)
-        result["scope_pass_rate"] = scope_pass_rate(predictor, records)
     return result
 
 
@@ -127,8 +178,6 @@ def evaluate(model_dir: str | Path, *, split: str = "test", dataset: str = "busi
     Writing it into the model folder is an explicit, separate step
     (:func:`medapp.reporting.model_folder.publish_evaluation`, ``evaluate --update-model``).
     """
-    if dataset == "busi":
-        return evaluate_busi(model_dir, split, n_boot=n_boot, localization=localization)
     if dataset == "breastmnist":
         return evaluate_breastmnist(model_dir, split, n_boot=n_boot)
-    raise ValueError(f"unknown dataset {dataset!r}; choose one of: busi, breastmnist")
+    return evaluate_manifest(model_dir, dataset, split, n_boot=n_boot, localization=localization)

@@ -1,4 +1,4 @@
-"""Does the heatmap land on the lesion? Pointing game and energy in mask against the radiologists' BUSI masks.
+"""Does the heatmap land on the lesion? Pointing game and energy in mask against the radiologists' masks.
 
 Pointing game (Zhang et al. 2018, "Top-down neural attention by excitation backprop", here without their 15 px
 tolerance): a hit when the heatmap's maximum falls inside the lesion mask. Energy in mask: the share of heatmap
@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.datasets import BusiRecord, busi_path, load_busi_mask
+from ..data.datasets import Record, load_mask
 from ..intake.imaging import load_image
 from ..model.explain import list_cam_methods
 
@@ -60,8 +59,8 @@ def _summary(hits: list[bool], energies: list[float]) -> dict[str, float | int]:
             "energy_in_mask": float(np.mean(energies)) if n else float("nan"), "n": n}
 
 
-def evaluate_localization(predictor: Any, records: Iterable[BusiRecord], *, methods: Sequence[str] | None = None,
-                          target: str = "predicted", root: Path | None = None) -> dict[str, Any]:
+def evaluate_localization(predictor: Any, records: Iterable[Record], *, methods: Sequence[str] | None = None,
+                          target: str = "predicted") -> dict[str, Any]:
     """Score each CAM method and the centre prior on the records that have a non-empty lesion mask.
 
     ``predictor`` is a :class:`medapp.predict.Predictor`. ``target``: "predicted" explains the predicted class
@@ -73,10 +72,10 @@ def evaluate_localization(predictor: Any, records: Iterable[BusiRecord], *, meth
     methods = list(methods) if methods is not None else list_cam_methods()
     scores: dict[str, tuple[list[bool], list[float]]] = {m: ([], []) for m in [*methods, CENTER_PRIOR]}
     for record in records:
-        mask = load_busi_mask(record, root)
+        mask = load_mask(record)
         if not mask.any():
             continue
-        image = load_image(busi_path(record, root))
+        image = load_image(record.path)
         for method in methods:
             heatmap, _ = predictor.explain(image, cam_method=method,
                                            target=record.label if target == "label" else None)
@@ -92,15 +91,3 @@ def evaluate_localization(predictor: Any, records: Iterable[BusiRecord], *, meth
                       "views": [list(v) for v in predictor.views], "smooth_px": predictor.cam_smooth}
     log.info("localisation: %s", {k: v for k, v in out.items() if isinstance(v, dict)})
     return out
-
-
-def scope_pass_rate(predictor: Any, records: Iterable[BusiRecord], *, root: Path | None = None,
-                    batch_size: int = 16) -> float:
-    """Share of ``records`` judged in scope (scope gate and quality flags), e.g. on the test split."""
-    records = list(records)
-    passed = 0
-    for i in range(0, len(records), batch_size):
-        images = [load_image(busi_path(r, root)) for r in records[i : i + batch_size]]
-        preds = predictor.predict_batch(images, tta=False, explain=False)
-        passed += sum(p.in_scope for p in preds)
-    return passed / len(records) if records else float("nan")

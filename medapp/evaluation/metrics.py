@@ -30,6 +30,8 @@ def bootstrap_auc_ci(is_positive: np.ndarray, score: np.ndarray, *, n_boot: int 
         if y[idx].all() or not y[idx].any():
             continue
         aucs.append(roc_auc_score(y[idx], s[idx]))
+    if not aucs:  # one class only (e.g. a scanner with no cancers in the split): the AUC is undefined
+        return float("nan"), float("nan")
     lo, hi = np.quantile(aucs, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 

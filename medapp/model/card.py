@@ -19,6 +19,12 @@ CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
 SCOPE_FILE = "scope.safetensors"
 METRICS_FILE = "metrics.json"
+CROSS_SITE_FILE = "cross_site.json"
+
+
+def metrics_filename(dataset: str, split: str) -> str:
+    """``metrics.json`` for the BUSI test split (the dashboard's first page); a distinct name for anything else."""
+    return METRICS_FILE if (dataset, split) == ("busi", "test") else f"metrics_{dataset}_{split}.json"
 
 # Class order used everywhere (index = model output). Malignant probability is the headline output.
 CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
@@ -146,6 +152,8 @@ class ModelCard:
     intended_use: str = ""
     out_of_scope_use: str = ""
     training_data: str = ""
+    # the sites and scanners the model has seen: [{dataset, site, train, val, devices: {device: images}}]
+    training_sites: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     command: str = ""

@@ -150,37 +150,45 @@ def conformal_threshold(scores: np.ndarray, coverage: float) -> float:
     return float(ordered[k - 1])
 
 
-def fit_scope_gate(model: nn.Module, card: ModelCard, train_squares: np.ndarray, val_squares: np.ndarray,
-                   model_dir: str | Path) -> ScopeGate:
-    """Fit on training features, scale and threshold on validation, save ``scope.safetensors``, update the card."""
+def fit_gate(model: nn.Module, train_squares: np.ndarray, val_squares: np.ndarray,
+             spec: InputSpec) -> tuple[ScopeGate, list[float]]:
+    """Fit on training features, scale and threshold on validation; nothing is written. Returns the gate and each
+    layer's Ledoit-Wolf shrinkage. Means and precisions are rounded to float32, as saved and served."""
     layers = architecture_info(model).scope_layers
-    train_f = extract_layer_features(model, layers, train_squares, card.input)
-    val_f = extract_layer_features(model, layers, val_squares, card.input)
+    train_f = extract_layer_features(model, layers, train_squares, spec)
+    val_f = extract_layer_features(model, layers, val_squares, spec)
     fits = [LedoitWolf().fit(f) for f in train_f]
     gate = ScopeGate(layers, [lw.location_ for lw in fits], [lw.precision_ for lw in fits], [1.0] * len(layers), 0.0)
     # each layer's distance in units of its median on validation, so layers of different width weigh alike
     for j in range(len(layers)):
         single = ScopeGate((layers[j],), [gate.means[j]], [gate.precisions[j]], [1.0], 0.0)
         gate.scales[j] = float(np.median(single.score_features([val_f[j]])))
+    # the float32 that is saved, so the threshold matches exactly what serving computes
+    gate.means = [torch.from_numpy(m).float().double().numpy() for m in gate.means]
+    gate.precisions = [torch.from_numpy(p).float().double().numpy() for p in gate.precisions]
+    gate.threshold = conformal_threshold(gate.score_features(val_f), IN_SCOPE_QUANTILE)
+    return gate, [float(lw.shrinkage_) for lw in fits]
+
+
+def fit_scope_gate(model: nn.Module, card: ModelCard, train_squares: np.ndarray, val_squares: np.ndarray,
+                   model_dir: str | Path) -> ScopeGate:
+    """:func:`fit_gate`, then save ``scope.safetensors`` and record the gate in the card."""
+    gate, shrinkage = fit_gate(model, train_squares, val_squares, card.input)
     path = Path(model_dir) / SCOPE_FILE
     tensors = {}
-    for j in range(len(layers)):
+    for j in range(len(gate.layers)):
         tensors[f"{j}.mean"] = torch.from_numpy(gate.means[j]).float()
         tensors[f"{j}.precision"] = torch.from_numpy(gate.precisions[j]).float()
     save_file(tensors, str(path))
-    # reload what was saved (float32), so the threshold matches exactly what serving computes
-    gate.means = [t.double().numpy() for t in (tensors[f"{j}.mean"] for j in range(len(layers)))]
-    gate.precisions = [t.double().numpy() for t in (tensors[f"{j}.precision"] for j in range(len(layers)))]
-    gate.threshold = conformal_threshold(gate.score_features(val_f), IN_SCOPE_QUANTILE)
     card.scope = {
         "method": METHOD,
         "features": "per-channel spatial mean and std of activations",
-        "layers": list(layers),
+        "layers": list(gate.layers),
         "scales": gate.scales,
         "threshold": gate.threshold,
         "rule": f"split-conformal {IN_SCOPE_QUANTILE:.0%} quantile of validation-split scores "
                 f"(ceil((n+1)*{IN_SCOPE_QUANTILE})-th smallest of n = {len(val_squares)})",
-        "shrinkage": [float(lw.shrinkage_) for lw in fits],
+        "shrinkage": shrinkage,
     }
     card.scope_sha256 = sha256_file(path)
     return gate

@@ -17,17 +17,70 @@ import numpy as np
 
 from ..evaluation.metrics import OperatingPoint, operating_point
 from ..formatting import format_number, format_percent
-from ..model.card import BUSI_KNOWN_FLAWS, INTENDED_USE, MALIGNANT, METRICS_FILE, OUT_OF_SCOPE_USE, ModelCard
+from ..model.card import (
+    BUSI_KNOWN_FLAWS,
+    CROSS_SITE_FILE,
+    INTENDED_USE,
+    MALIGNANT,
+    METRICS_FILE,
+    OUT_OF_SCOPE_USE,
+    ModelCard,
+    metrics_filename,
+)
 
 HISTORY_FILE = "history.csv"
 
 
-def load_metrics(model_dir: str | Path | None) -> dict[str, Any] | None:
-    """``metrics.json`` of a model folder as a dict (NaN allowed, as ``evaluate`` writes it), or None if absent."""
-    path = Path(model_dir or "") / METRICS_FILE
+# How the dashboard names each dataset's test split.
+DATASET_LABELS = {"busi": "BUSI test (Cairo, Egypt)", "busbra": "BUS-BRA test (Rio de Janeiro, Brazil)",
+                  "breastmnist": "BreastMNIST test (BUSI at 28 px)"}
+
+
+def load_metrics(model_dir: str | Path | None, filename: str = METRICS_FILE) -> dict[str, Any] | None:
+    """A metrics file of a model folder as a dict (NaN allowed, as ``evaluate`` writes it), or None if absent."""
+    path = Path(model_dir or "") / filename
     if model_dir is None or not path.is_file():
         return None
     return json.loads(path.read_text())
+
+
+def held_out_evaluations(model_dir: str | Path) -> dict[str, str]:
+    """Label -> metrics file of each held-out test evaluation written into the folder, BUSI's first."""
+    return {label: metrics_filename(dataset, "test") for dataset, label in DATASET_LABELS.items()
+            if (Path(model_dir) / metrics_filename(dataset, "test")).is_file()}
+
+
+def device_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """One row per scanner of a per-device evaluation (empty when the set has one scanner)."""
+    return [{"scanner": device, "n": r["n"], "malignant": r["n_positive"], "AUC": r["auc"],
+             "sensitivity": r["sensitivity"], "specificity": r["specificity"], "ECE": r["ece"],
+             "scope pass rate": r["scope_pass_rate"]} for device, r in (metrics.get("per_device") or {}).items()]
+
+
+def cross_site_rows(model_dirs: list[str | Path]) -> list[dict[str, Any]]:
+    """Each model's results on each dataset's test split it was evaluated on, labelled by the sites it was trained
+    on: the table that shows whether a model holds up at a hospital it never saw. Read from the metrics files
+    ``evaluate --update-model`` wrote; nothing is re-scored."""
+    rows = []
+    for model_dir in model_dirs:
+        card = ModelCard.load(model_dir)
+        trained = "+".join(s["dataset"] for s in card.training_sites) or "busi"
+        for dataset in DATASET_LABELS:
+            metrics = load_metrics(model_dir, metrics_filename(dataset, "test"))
+            if metrics is None or dataset == "breastmnist":
+                continue
+            seen = dataset in trained.split("+")
+            rows.append({"trained_on": trained, "tested_on": dataset, "site_seen_in_training": seen,
+                         "model": card.name, "weights_sha256": card.weights_sha256, "n": metrics["n"],
+                         **{k: metrics.get(k) for k in ("auc", "auc_ci", "auc_definition", "threshold", "sensitivity",
+                                                         "specificity", "ece", "scope_pass_rate")}})
+    return rows
+
+
+def load_cross_site(model_dir: str | Path) -> list[dict[str, Any]] | None:
+    """The cross-site table (``cross_site.json``, written by bench/cross_site.py), or None if absent."""
+    path = Path(model_dir) / CROSS_SITE_FILE
+    return json.loads(path.read_text())["rows"] if path.is_file() else None
 
 
 def load_history(model_dir: str | Path) -> dict[str, list[float]] | None:
@@ -138,6 +191,7 @@ def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> 
     else:
         evaluation = "Not evaluated yet: run `python -m medapp evaluate`."
     scope_rule = (card.scope or {}).get("rule", "")
+    sites = ([("Sites and scanners seen in training", sites_text(card))] if card.training_sites else [])
     return [
         ("Model", f"**{card.name}** version {card.version}: {card.architecture}, input {card.input.size} px "
                   f"({card.input.resize}), classes {', '.join(card.class_names)}. Weights SHA-256 "
@@ -146,6 +200,7 @@ def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> 
         ("Not intended for", card.out_of_scope_use or OUT_OF_SCOPE_USE),
         ("Training data and its known flaws", (card.training_data + "\n\n" if card.training_data else "")
          + BUSI_KNOWN_FLAWS),
+        *sites,
         ("Evaluation", evaluation),
         ("Limits and how the app guards them",
          f"- Probabilities are temperature-calibrated (T = {card.temperature:.2f}) on the validation split.\n"
@@ -154,3 +209,15 @@ def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> 
          f"{f' ({scope_rule})' if scope_rule else ''}; image-quality checks flag tiny, blank or saturated images.\n"
          "- The heatmap shows where the model looked, not where the lesion is; it can be wrong when the model is."),
     ]
+
+
+def sites_text(card: ModelCard) -> str:
+    """Markdown: the sites and scanners in the card's training data, and the warning that goes with them."""
+    lines = []
+    for site in card.training_sites:
+        devices = ", ".join(f"{d} ({n})" for d, n in sorted(site["devices"].items()))
+        lines.append(f"- **{site['site']}** ({site['dataset']}): {site['train']} training and {site['val']} "
+                     f"validation images; scanners: {devices}")
+    lines.append("- Other hospitals, scanners and presets have not been seen: the operating threshold and the "
+                 "calibration may not carry to them. Validate on local cases before relying on the model.")
+    return "\n".join(lines)

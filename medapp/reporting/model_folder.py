@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..model.card import METRICS_FILE, ModelCard
+from ..model.card import ModelCard, metrics_filename
 from .figures import write_plots
 from .model_readme import write_model_readme
 
@@ -23,11 +23,6 @@ log = logging.getLogger(__name__)
 OPTIONAL_RECORDS = ("localization", "scope_pass_rate")
 SUMMARY_KEYS = ("n", "auc", "auc_ci", "accuracy", "threshold", "sensitivity", "specificity", "ppv", "npv",
                 "accuracy_3class", "macro_auc_3class", "ece", "ece_uncalibrated", "scope_pass_rate")
-
-
-def metrics_filename(dataset: str, split: str) -> str:
-    """``metrics.json`` for the BUSI test split (what the dashboard shows); a distinct name for anything else."""
-    return METRICS_FILE if (dataset, split) == ("busi", "test") else f"metrics_{dataset}_{split}.json"
 
 
 def summarize(result: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..formatting import format_number
-from ..model.card import BUSI_KNOWN_FLAWS, METRICS_FILE, ModelCard
+from ..model.card import BUSI_KNOWN_FLAWS, METRICS_FILE, ModelCard, metrics_filename
+from .dashboard import load_cross_site, sites_text
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -114,6 +115,16 @@ def render_model_readme(model_dir: str | Path) -> str:
     if val:
         lines += [f"Validation split (n = {val['n']}, used for selection and calibration): AUC {val['auc']:.3f}, "
                   f"ACC {val['accuracy']:.3f}.", ""]
+    if test and test.get("near_duplicates"):
+        lines += _near_duplicate_lines(test["near_duplicates"])
+    busbra = _load(model_dir / metrics_filename("busbra", "test"))
+    if busbra:
+        lines += _second_site_lines(busbra)
+    cross_site = load_cross_site(model_dir)
+    if cross_site:
+        lines += _cross_site_lines(cross_site)
+    if card.training_sites:
+        lines += ["## Sites and scanners seen in training", sites_text(card), ""]
     lines += [
         "## Intended use", card.intended_use, "",
         "## Out of scope", card.out_of_scope_use, "",
@@ -126,3 +137,42 @@ def write_model_readme(model_dir: str | Path) -> Path:
     path = Path(model_dir) / "README.md"
     path.write_text(render_model_readme(model_dir))
     return path
+
+
+def _near_duplicate_lines(subsets: dict[str, Any]) -> list[str]:
+    clean = subsets.get("duplicate_free")
+    if not clean:
+        return []
+    lo, hi = clean["auc_ci"]
+    return [f"On the {clean['n']} BUSI test images with no near-copy in train or val (docs/near_duplicates.md): "
+            f"AUC {format_number(clean['auc'])} ({format_number(lo)}-{format_number(hi)}), sensitivity "
+            f"{format_number(clean['sensitivity'])}, specificity {format_number(clean['specificity'])}.", ""]
+
+
+def _second_site_lines(m: dict[str, Any]) -> list[str]:
+    lo, hi = m["auc_ci"]
+    lines = [f"## Evaluation on the BUS-BRA test split (n = {m['n']}, {m['n_positive']} malignant, by patient)", "",
+             f"{m['auc_definition'].capitalize()}: AUC {format_number(m['auc'])} ({format_number(lo)}-"
+             f"{format_number(hi)}); at threshold {format_number(m['threshold'])} sensitivity "
+             f"{format_number(m['sensitivity'])}, specificity {format_number(m['specificity'])}; ECE "
+             f"{format_number(m['ece'])}; scope gate pass rate {format_number(m['scope_pass_rate'])}; malignant "
+             f"images shown as normal or BI-RADS 3 range: {format_number(m.get('malignant_shown_low'))}.", ""]
+    if m.get("per_device"):
+        lines += ["| scanner | n | malignant | AUC | sensitivity | specificity | ECE | scope pass |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {d} | {r['n']} | {r['n_positive']} | {format_number(r['auc'])} | "
+                  f"{format_number(r['sensitivity'])} | {format_number(r['specificity'])} | {format_number(r['ece'])} "
+                  f"| {format_number(r['scope_pass_rate'])} |" for d, r in m["per_device"].items()]
+        lines.append("")
+    return lines
+
+
+def _cross_site_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = ["## Across hospitals (the same recipe, trained on one site or both)", "",
+             "| trained on | tested on | site seen | n | AUC | sensitivity | specificity | ECE | scope pass |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['trained_on']} | {r['tested_on']} | {'yes' if r['site_seen_in_training'] else '**no**'} | "
+              f"{r['n']} | {format_number(r['auc'])} | {format_number(r['sensitivity'])} | "
+              f"{format_number(r['specificity'])} | {format_number(r['ece'])} | {format_number(r['scope_pass_rate'])} |"
+              for r in rows]
+    return [*lines, ""]

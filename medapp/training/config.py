@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ..data.manifest import DatasetSpec
+from ..errors import ConfigError, ManifestError
 
 
 class LossName(StrEnum):
@@ -75,6 +76,10 @@ class TrainConfig:
     # epoch with the best validation AUC, whose choice on 78 images is noisy; runs every epoch (no early stop)
     swa_epochs: int = 0
     seed: int = 0
+    # the datasets to train on, each a known name ("busi", "busbra") or {name, manifest, weight}: their train splits
+    # are pooled (each dataset drawn in proportion to its weight when there are several), their val splits pooled
+    # for selection, calibration and the scope gate
+    datasets: list[Any] = field(default_factory=lambda: ["busi"])
     train_splits: list[str] = field(default_factory=lambda: ["train"])
     val_split: str = "val"
     subset: int = 0  # >0: use only this many images per split (smoke tests)
@@ -99,11 +104,21 @@ class TrainConfig:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of: {valid}") from e
         if isinstance(self.augment, dict):
             self.augment = _build(AugmentConfig, self.augment, "augment.")
+        try:
+            specs = [DatasetSpec.parse(d) for d in self.datasets]
+        except ManifestError as e:
+            raise ConfigError(f"datasets: {e}") from e
+        if not specs or len({s.name for s in specs}) != len(specs):
+            raise ConfigError(f"datasets must name at least one dataset, each once; got {self.datasets!r}")
         if not 0 <= self.swa_epochs <= self.epochs:
             raise ConfigError(f"swa_epochs={self.swa_epochs} must be between 0 and epochs={self.epochs}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def dataset_specs(self) -> list[DatasetSpec]:
+        return [DatasetSpec.parse(d) for d in self.datasets]
 
 
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

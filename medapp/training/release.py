@@ -11,10 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
-from ..data.datasets import load_busi_records, load_squares
 from ..model.calibrate import choose_threshold, fit_temperature, softmax
 from ..model.card import CARD_FILE, CLASS_NAMES, INTENDED_USE, OUT_OF_SCOPE_USE, WEIGHTS_FILE, InputSpec, ModelCard
 from ..model.checkpoint import load_weights, sha256_file
@@ -23,7 +21,7 @@ from ..model.inference import headline_views, predict_logits
 from ..model.registry import architecture_info, create_model, default_input, trained_model_args
 from ..model.scope import fit_scope_gate
 from .config import TrainConfig, load_config
-from .dataset import take_subset
+from .dataset import TrainingData, load_training_data
 
 
 def input_spec_for(cfg: TrainConfig) -> InputSpec:
@@ -37,16 +35,51 @@ def explain_entry(configured: dict[str, Any], model: nn.Module) -> dict[str, Any
     return {"target_layer": architecture_info(model).cam_layer, "method": DEFAULT_CAM_METHOD, **configured}
 
 
-def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x: np.ndarray, val_y: np.ndarray,
-                   train_x: np.ndarray, *, command: str, best_epoch: int, best_val_auc: float) -> ModelCard:
-    """Reload the best weights, fit temperature and threshold on validation, fit the scope gate, write the card."""
+# How the card describes each known dataset; a hospital's own manifest is described by its name.
+DATASET_DESCRIPTIONS = {
+    "busi": "BUSI (Al-Dhabyani et al. 2020, CC0; 600 women aged 25-75, Baheya Hospital, Cairo, Egypt), official "
+            "MedMNIST BreastMNIST split",
+    "busbra": "BUS-BRA (Gomez-Flores et al. 2024; National Cancer Institute, Rio de Janeiro, Brazil; every lesion "
+              "biopsy-proven, no normal images; four scanners), split by patient",
+}
+
+
+def describe_training_data(cfg: TrainConfig, data: TrainingData) -> str:
+    """The card's ``training_data`` sentence: which datasets, splits and how many images of each."""
+    parts = []
+    for i, spec in enumerate(data.specs):
+        n_train, n_val = int((data.train_source == i).sum()), int((data.val_source == i).sum())
+        parts.append(f"{DATASET_DESCRIPTIONS.get(spec.name, spec.name)}: trained on {'+'.join(cfg.train_splits)} "
+                     f"({n_train} images), selected, calibrated and scope-fitted on {cfg.val_split} ({n_val} "
+                     f"images), test split held out")
+    weights = "" if len(data.specs) == 1 else (" Sampling weights: " + ", ".join(
+        f"{s.name} {s.weight:g}" for s in data.specs) + " (each dataset drawn in proportion to its weight).")
+    return "; ".join(parts) + "." * (len(data.specs) > 1) + weights
+
+
+def training_sites(data: TrainingData) -> list[dict[str, Any]]:
+    """The sites and scanners the model has seen, with image counts: what the card says it was trained on."""
+    sites: dict[tuple[str, str], dict[str, Any]] = {}
+    for split, records in (("train", data.train_records), ("val", data.val_records)):
+        for r in records:
+            entry = sites.setdefault((r.dataset, r.site), {"dataset": r.dataset, "site": r.site, "train": 0,
+                                                           "val": 0, "devices": {}})
+            entry[split] += 1
+            entry["devices"][r.device] = entry["devices"].get(r.device, 0) + 1
+    return list(sites.values())
+
+
+def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: TrainingData, *, command: str,
+                   best_epoch: int, best_val_auc: float) -> ModelCard:
+    """Reload the weights, fit temperature and threshold on the pooled validation splits, fit the scope gate on
+    every training site, write the card."""
     model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=spec.channels,
                          **trained_model_args(cfg.architecture, cfg.model_args))
     load_weights(model, weights_path).eval()
-    val_logits = predict_logits(model, val_x, spec, views=headline_views(cfg.tta_headline, cfg.explain, spec))
-    temperature = fit_temperature(val_logits, val_y)
+    val_logits = predict_logits(model, data.val_x, spec, views=headline_views(cfg.tta_headline, cfg.explain, spec))
+    temperature = fit_temperature(val_logits, data.val_y)
     m = CLASS_NAMES.index("malignant")
-    threshold = choose_threshold(softmax(val_logits, temperature)[:, m], val_y == m, cfg.min_sensitivity)
+    threshold = choose_threshold(softmax(val_logits, temperature)[:, m], data.val_y == m, cfg.min_sensitivity)
     card = ModelCard(
         name=cfg.name,
         architecture=cfg.architecture,
@@ -58,10 +91,8 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
                        f"{cfg.min_sensitivity:.2f}",
         intended_use=INTENDED_USE,
         out_of_scope_use=OUT_OF_SCOPE_USE,
-        training_data=(f"BUSI (Al-Dhabyani et al. 2020, CC0; 600 women aged 25-75, Baheya Hospital, Cairo), "
-                       f"official MedMNIST BreastMNIST split: trained on {'+'.join(cfg.train_splits)} "
-                       f"({len(train_x)} images), selected, calibrated and scope-fitted on {cfg.val_split} "
-                       f"({len(val_x)} images), test split held out"),
+        training_data=describe_training_data(cfg, data),
+        training_sites=training_sites(data),
         config=cfg.to_dict(),
         command=command,
         explain=explain_entry(cfg.explain, model),
@@ -71,7 +102,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, val_x:
                  **({"weights": f"average of epochs {cfg.epochs - cfg.swa_epochs + 1}-{cfg.epochs}"}
                     if cfg.swa_epochs else {})},
     )
-    fit_scope_gate(model, card, train_x, val_x, weights_path.parent)
+    fit_scope_gate(model, card, data.train_x, data.val_x, weights_path.parent)
     card.weights_sha256 = sha256_file(weights_path)
     card.save(weights_path.parent)
     return card
@@ -87,11 +118,8 @@ def recalibrate(model_dir: str | Path, command: str = "") -> ModelCard:
     cfg = load_config(model_dir / "config.yaml")
     old = _previous_card_fields(model_dir)
     spec = input_spec_for(cfg)
-    train_records = take_subset(load_busi_records(cfg.train_splits), cfg.subset)
-    val_records = take_subset(load_busi_records(cfg.val_split), cfg.subset)
-    val_y = np.array([r.label_index for r in val_records])
-    return finalize_model(cfg, spec, model_dir / WEIGHTS_FILE, load_squares(val_records, spec), val_y,
-                          load_squares(train_records, spec), command=old.get("command") or command,
+    return finalize_model(cfg, spec, model_dir / WEIGHTS_FILE, load_training_data(cfg, spec, masks=False),
+                          command=old.get("command") or command,
                           best_epoch=old.get("metrics", {}).get("best_epoch", -1),
                           best_val_auc=old.get("metrics", {}).get("val_auc", float("nan")))
 

@@ -13,7 +13,6 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +25,17 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
-from ..data.datasets import load_busi_records, load_mask_squares, load_squares
 from ..errors import ConfigError
 from ..evaluation.metrics import binary_auc
 from ..model.calibrate import softmax
-from ..model.card import CLASS_NAMES, WEIGHTS_FILE, InputSpec
+from ..model.card import CLASS_NAMES, WEIGHTS_FILE
 from ..model.checkpoint import save_weights, unwrap
 from ..model.inference import predict_logits
 from ..model.lesion_attention import lesion_loss
 from ..model.registry import create_model, leading_stages
 from .augment import PairedTransform, build_train_transform
 from .config import LossName, OptimizerName, ScheduleName, TrainConfig, save_config
-from .dataset import SquaresDataset, take_subset
+from .dataset import SquaresDataset, TrainingData, WeightedEpochSampler, load_training_data
 from .distributed import DistInfo, setup_distributed
 from .release import finalize_model, input_spec_for
 
@@ -87,27 +85,12 @@ def malignant_auc(logits: np.ndarray, labels: np.ndarray) -> float:
     return binary_auc(labels == m, softmax(logits)[:, m])
 
 
-@dataclass
-class TrainingData:
-    """The cached (N, S, S) squares in [0, 1] and labels of both splits; ``train_masks`` for lesion attention."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    train_masks: np.ndarray | None
-
-
-def load_training_data(cfg: TrainConfig, spec: InputSpec, progress: bool) -> TrainingData:
-    train_records = take_subset(load_busi_records(cfg.train_splits), cfg.subset)
-    val_records = take_subset(load_busi_records(cfg.val_split), cfg.subset)
-    return TrainingData(
-        train_x=load_squares(train_records, spec, progress=progress),
-        train_y=np.array([r.label_index for r in train_records]),
-        val_x=load_squares(val_records, spec, progress=progress),
-        val_y=np.array([r.label_index for r in val_records]),
-        train_masks=load_mask_squares(train_records, spec) if cfg.lesion_weight > 0 else None,
-    )
+def per_dataset_auc(val_logits: np.ndarray, data: TrainingData) -> dict[str, float]:
+    """``val_auc_<dataset>`` for each dataset when there are several (the pooled AUC can hide a weak site)."""
+    if len(data.specs) == 1:
+        return {}
+    return {f"val_auc_{s.name}": malignant_auc(val_logits[data.val_source == i], data.val_y[data.val_source == i])
+            for i, s in enumerate(data.specs)}
 
 
 def train_one_epoch(model: nn.Module, frozen: list[nn.Module], loader: DataLoader, optimizer: torch.optim.Optimizer,
@@ -171,7 +154,10 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
                                  masks=data.train_masks)
     else:
         dataset = SquaresDataset(data.train_x, data.train_y, spec, build_train_transform(cfg.augment))
-    sampler = DistributedSampler(dataset, seed=cfg.seed, shuffle=True) if info.world_size > 1 else None
+    if len(data.specs) > 1:  # several sites: each drawn by its weight, not by its size
+        sampler = WeightedEpochSampler(data.sample_weights(), cfg.seed, info.rank, info.world_size)
+    else:
+        sampler = DistributedSampler(dataset, seed=cfg.seed, shuffle=True) if info.world_size > 1 else None
     generator = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=sampler is None, sampler=sampler,
                         drop_last=len(dataset) > cfg.batch_size * info.world_size, generator=generator)
@@ -203,7 +189,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
         val_auc = malignant_auc(val_logits, data.val_y)
         row = {"epoch": epoch + 1, "train_loss": stats.pop("train_loss"), "val_loss": val_loss, "val_auc": val_auc,
                "val_accuracy_3class": float((val_logits.argmax(1) == data.val_y).mean()),
-               "lr": optimizer.param_groups[0]["lr"], **stats}
+               "lr": optimizer.param_groups[0]["lr"], **stats, **per_dataset_auc(val_logits, data)}
         history.append(row)
         improved = val_auc > best_auc + 1e-6 or (abs(val_auc - best_auc) <= 1e-6 and val_loss < best_loss)
         if improved:
@@ -231,7 +217,7 @@ def train(cfg: TrainConfig, command: str = "") -> Path:
     if info.world_size > 1:
         dist.barrier()
     if info.is_main:
-        finalize_model(cfg, spec, weights_path, data.val_x, data.val_y, data.train_x, command=command,
+        finalize_model(cfg, spec, weights_path, data, command=command,
                        best_epoch=best_epoch, best_val_auc=best_auc)
     if info.world_size > 1:
         dist.barrier()
