@@ -14,6 +14,8 @@ from streamlit.testing.v1 import AppTest
 from medapp.data.datasets import data_dir
 from medapp.errors import MedAppError
 from medapp.intake.imaging import load_image
+from medapp.model.card import ModelCard
+from medapp.model.checkpoint import default_model_dir
 from medapp.reporting.figures import CHARTS
 from medapp.reporting.report import DECISION_SUPPORT
 from medapp.settings import reload_settings
@@ -149,6 +151,9 @@ def dashboard(app_model_dir, monkeypatch, tmp_path):  # noqa: F811
     """A copy of the app's model folder with a fake metrics.json and history.csv."""
     model_dir = tmp_path / "model"
     shutil.copytree(app_model_dir, model_dir)
+    for real in model_dir.glob("metrics*.json"):  # only the fake evaluation below
+        real.unlink()
+    (model_dir / "cross_site.json").unlink(missing_ok=True)
     write_fake_model_files(model_dir)
     return model_dir
 
@@ -188,7 +193,7 @@ def test_dashboard_shows_each_hospital_per_scanner_and_across_sites(dashboard, m
             for t in ("busi", "busbra", "busi+busbra") for s in ("busi", "busbra")]
     (dashboard / "cross_site.json").write_text(json.dumps({"rows": rows}))
     at = _dashboard(dashboard, monkeypatch)
-    assert at.selectbox[0].options[:2] == ["BUSI test (Cairo, Egypt)", "BUS-BRA test (Rio de Janeiro, Brazil)"]
+    assert at.selectbox[0].options == ["BUSI test (Cairo, Egypt)", "BUS-BRA test (Rio de Janeiro, Brazil)"]
     assert len(at.dataframe) == 3  # across sites, localisation, anchors
     at.selectbox[0].select("BUS-BRA test (Rio de Janeiro, Brazil)").run()
     assert not at.exception
@@ -211,5 +216,9 @@ def test_model_card_page(app):
     app.switch_page("pages/model_card.py").run()
     assert not app.exception
     titles = [s.value for s in app.subheader]
-    assert titles == ["Model", "Intended use", "Not intended for", "Training data and its known flaws", "Evaluation",
-                      "Limits and how the app guards them"]
+    sites = ["Sites and scanners seen in training"] if ModelCard.load(default_model_dir()).training_sites else []
+    assert titles == ["Model", "Intended use", "Not intended for", "Training data and its known flaws", *sites,
+                      "Evaluation", "Limits and how the app guards them"]
+    if sites:
+        text = " ".join(m.value for m in app.markdown)
+        assert "may not carry to them" in text and "busbra" in text

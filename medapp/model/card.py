@@ -47,7 +47,7 @@ OUT_OF_SCOPE_USE = (
 # What every BUSI-trained model inherits (Al-Dhabyani et al., Data in Brief 28:104863, 2020; flaws published by
 # Pawlowska et al., Data in Brief 2023; see ../shared/data/README.md).
 BUSI_KNOWN_FLAWS = (
-    "- One hospital (Baheya, Cairo), images from 2018, 600 women aged 25-75: other scanners, presets and "
+    "- BUSI: one hospital (Baheya, Cairo), images from 2018, 600 women aged 25-75: other scanners, presets and "
     "populations may behave differently.\n"
     "- Near-duplicate images of the same lesion exist, some across the official splits, which flatters test scores; "
     "one image appears twice with different labels.\n"
@@ -55,6 +55,16 @@ BUSI_KNOWN_FLAWS = (
     "- 'Normal' images are few (133 of 780), and the official test split has 156 images (42 malignant), so every "
     "number has a wide confidence interval."
 )
+
+
+# BUS-BRA (Gomez-Flores et al., Medical Physics 2024; ../shared/data/README.md).
+BUSBRA_KNOWN_FLAWS = (
+    "- BUS-BRA: one hospital (National Cancer Institute, Rio de Janeiro), four scanners, two of them with only a few "
+    "dozen images; no normal images, so it teaches nothing about normal tissue.\n"
+    "- Its images are the dataset's own crops around the lesion, while BUSI's are whole screens: the crop itself "
+    "differs between the sites, and many BUS-BRA images carry burned-in text and calipers."
+)
+KNOWN_FLAWS = {"busi": BUSI_KNOWN_FLAWS, "busbra": BUSBRA_KNOWN_FLAWS}
 
 
 class ResizePolicy(Choice):
@@ -213,3 +223,9 @@ class ModelCard:
             return cls.from_dict(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError, ValueError) as e:
             raise ModelLoadError(f"{path} is not a valid model card: {e}") from e
+
+
+def known_flaws(card: ModelCard) -> str:
+    """The known flaws of every dataset the model was trained on (BUSI for a card that names no sites)."""
+    datasets = [s["dataset"] for s in card.training_sites] or ["busi"]
+    return "\n".join(KNOWN_FLAWS[d] for d in dict.fromkeys(datasets) if d in KNOWN_FLAWS)

@@ -18,13 +18,13 @@ import numpy as np
 from ..evaluation.metrics import OperatingPoint, operating_point
 from ..formatting import format_number, format_percent
 from ..model.card import (
-    BUSI_KNOWN_FLAWS,
     CROSS_SITE_FILE,
     INTENDED_USE,
     MALIGNANT,
     METRICS_FILE,
     OUT_OF_SCOPE_USE,
     ModelCard,
+    known_flaws,
     metrics_filename,
 )
 
@@ -199,7 +199,7 @@ def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> 
         ("Intended use", card.intended_use or INTENDED_USE),
         ("Not intended for", card.out_of_scope_use or OUT_OF_SCOPE_USE),
         ("Training data and its known flaws", (card.training_data + "\n\n" if card.training_data else "")
-         + BUSI_KNOWN_FLAWS),
+         + known_flaws(card)),
         *sites,
         ("Evaluation", evaluation),
         ("Limits and how the app guards them",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..formatting import format_number
-from ..model.card import BUSI_KNOWN_FLAWS, METRICS_FILE, ModelCard, metrics_filename
+from ..model.card import METRICS_FILE, ModelCard, known_flaws, metrics_filename
 from .dashboard import load_cross_site, sites_text
 
 
@@ -128,7 +128,7 @@ def render_model_readme(model_dir: str | Path) -> str:
     lines += [
         "## Intended use", card.intended_use, "",
         "## Out of scope", card.out_of_scope_use, "",
-        "## Known limits of the training data", BUSI_KNOWN_FLAWS, "",
+        "## Known limits of the training data", known_flaws(card), "",
     ]
     return "\n".join(lines)
 
@@ -168,7 +168,9 @@ def _second_site_lines(m: dict[str, Any]) -> list[str]:
 
 
 def _cross_site_lines(rows: list[dict[str, Any]]) -> list[str]:
-    lines = ["## Across hospitals (the same recipe, trained on one site or both)", "",
+    models = ", ".join(dict.fromkeys(f"`{r['model']}` ({r['trained_on']})" for r in rows))
+    lines = ["## Across hospitals (trained on one site or both)", "",
+             f"Models: {models}. A site not seen in training is the test that matters for a new hospital.", "",
              "| trained on | tested on | site seen | n | AUC | sensitivity | specificity | ECE | scope pass |",
              "|---|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['trained_on']} | {r['tested_on']} | {'yes' if r['site_seen_in_training'] else '**no**'} | "
