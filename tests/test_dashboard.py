@@ -71,9 +71,11 @@ def test_anchor_rows_put_this_model_among_published_results():
 
 
 def test_localization_rows_mark_default_and_baseline():
-    rows = perf.localization_rows(fake_metrics())
+    metrics = fake_metrics()
+    metrics["localization"]["explain"] = {"target_layer": "x", "method": "gradcam", "views": [[0, 0, 0]]}
+    rows = perf.localization_rows(metrics)
     names = [r["method"] for r in rows]
-    assert "gradcam (default)" in names and "centre prior (baseline)" in names and len(rows) == 3
+    assert "gradcam (default)" in names and "centre prior (baseline)" in names and len(rows) == 3  # no settings row
 
 
 def test_headline_formats_nan_as_not_available():

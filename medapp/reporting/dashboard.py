@@ -168,7 +168,7 @@ def localization_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     default = loc.get("default")
     rows = []
     for method, scores in loc.items():
-        if not isinstance(scores, Mapping):
+        if not isinstance(scores, Mapping) or "pointing_game" not in scores:  # not a method: the CAM settings
             continue
         label = "centre prior (baseline)" if method == "center_prior" else method
         rows.append({"method": label + (" (default)" if method == default else ""),
