@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from medapp.reporting.dashboard import card_sections, load_metrics
+from medapp.reporting.dashboard import card_page_sections
 from pages.common import get_predictor, require_frame
 
 require_frame(__file__)
@@ -13,6 +13,6 @@ st.title("Model card")
 predictor = get_predictor()
 if predictor is None:
     st.stop()
-for title, body in card_sections(predictor.card, load_metrics(predictor.model_dir)):
+for title, body in card_page_sections(predictor.card, predictor.model_dir):
     st.subheader(title)
     st.markdown(body)

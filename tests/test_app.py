@@ -222,3 +222,4 @@ def test_model_card_page(app):
     if sites:
         text = " ".join(m.value for m in app.markdown)
         assert "may not carry to them" in text and "busbra" in text
+        assert "On the BUSI test (Cairo, Egypt)" in text and "On the BUS-BRA test (Rio de Janeiro, Brazil)" in text

@@ -89,3 +89,16 @@ def test_rate_rows_print_missing_values_one_way():
     point = perf.operating_point_at(TINY, 0.95)  # nothing flagged: PPV undefined
     assert perf.rate_rows(point) == [("Sensitivity", "0.0%"), ("Specificity", "100.0%"), ("PPV", "n/a"),
                                      ("NPV", "60.0%")]
+
+
+def test_card_sections_describe_every_test_evaluation_or_the_cards_summary():
+    from medapp.model.card import ModelCard
+
+    card = ModelCard(name="m", architecture="small_cnn")
+    evaluation = dict(perf.card_sections(card))["Evaluation"]
+    assert evaluation.startswith("Not evaluated yet")
+    card.metrics = {"busi_test": fake_metrics()}
+    assert dict(perf.card_sections(card))["Evaluation"].startswith("On the BUSI test (Cairo, Egypt) (n=156")
+    second = {**fake_metrics(n=40), "auc_definition": "malignant vs benign"}
+    text = dict(perf.card_sections(card, {"BUSI test": fake_metrics(), "BUS-BRA test": second}))["Evaluation"]
+    assert "On the BUS-BRA test (n=40, malignant vs benign): AUC" in text and text.count("On the") == 2

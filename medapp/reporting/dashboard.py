@@ -177,19 +177,34 @@ def localization_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def card_sections(card: ModelCard, metrics: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
-    """(title, markdown) sections of the Model card page, from the card (and ``metrics.json`` when given)."""
-    metrics = metrics or card.metrics or {}
-    if "auc" in metrics:
-        lo, hi = metrics.get("auc_ci", (math.nan, math.nan))
-        num, pct = format_number, format_percent
-        evaluation = (f"On the held-out test split (n={metrics.get('n', '?')}): AUC {num(metrics.get('auc'))} "
-                      f"(95% CI {num(lo)}-{num(hi)}), accuracy {pct(metrics.get('accuracy'))} at P >= 0.5, "
-                      f"sensitivity {pct(metrics.get('sensitivity'))} and specificity "
-                      f"{pct(metrics.get('specificity'))} at the operating threshold, calibration error (ECE) "
-                      f"{num(metrics.get('ece'))}. The Model performance page shows the curves.")
+def evaluation_sentence(label: str, metrics: Mapping[str, Any]) -> str:
+    """One held-out evaluation in words, for the Model card page."""
+    lo, hi = metrics.get("auc_ci", (math.nan, math.nan))
+    num, pct = format_number, format_percent
+    return (f"On the {label} (n={metrics.get('n', '?')}, {metrics.get('auc_definition', 'malignant vs rest')}): "
+            f"AUC {num(metrics.get('auc'))} (95% CI {num(lo)}-{num(hi)}), accuracy {pct(metrics.get('accuracy'))} "
+            f"at P >= 0.5, sensitivity {pct(metrics.get('sensitivity'))} and specificity "
+            f"{pct(metrics.get('specificity'))} at the operating threshold, calibration error (ECE) "
+            f"{num(metrics.get('ece'))}.")
+
+
+def card_page_sections(card: ModelCard, model_dir: str | Path | None) -> list[tuple[str, str]]:
+    """The Model card page: :func:`card_sections` with every held-out test evaluation in the model folder."""
+    evaluations = held_out_evaluations(model_dir) if model_dir is not None else {}
+    return card_sections(card, {label: load_metrics(model_dir, f) for label, f in evaluations.items()})
+
+
+def card_sections(card: ModelCard, evaluations: Mapping[str, Mapping[str, Any]] | None = None
+                  ) -> list[tuple[str, str]]:
+    """(title, markdown) sections of the Model card page, from the card and its test evaluations (label ->
+    metrics dict; default: the card's own summary of the BUSI test split)."""
+    if not evaluations and (card.metrics or {}).get("busi_test"):  # the summary evaluate --update-model keeps
+        evaluations = {DATASET_LABELS["busi"]: card.metrics["busi_test"]}
+    if evaluations:
+        evaluation = " ".join(evaluation_sentence(label, m) for label, m in evaluations.items()
+                              if m and "auc" in m) + " The Model performance page shows the curves."
     else:
-        evaluation = "Not evaluated yet: run `python -m medapp evaluate`."
+        evaluation = "Not evaluated yet: run `python -m medapp evaluate --update-model`."
     scope_rule = (card.scope or {}).get("rule", "")
     sites = ([("Sites and scanners seen in training", sites_text(card))] if card.training_sites else [])
     return [
