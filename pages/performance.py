@@ -6,6 +6,7 @@ import streamlit as st
 
 from medapp.reporting.dashboard import (
     anchor_rows,
+    cross_site_table,
     device_rows,
     headline,
     held_out_evaluations,
@@ -52,8 +53,7 @@ cross_site = load_cross_site(model_dir)
 if cross_site:
     st.subheader("Across hospitals", help="The same recipe trained on one site, the other, or both, and scored on "
                  "each site's test split: does the model hold up at a hospital it never saw?")
-    st.dataframe([{k: r[k] for k in ("trained_on", "tested_on", "site_seen_in_training", "n", "auc", "sensitivity",
-                                     "specificity", "ece", "scope_pass_rate")} for r in cross_site], hide_index=True)
+    st.dataframe(cross_site_table(cross_site), hide_index=True)
 
 st.subheader("Charts")
 columns = st.columns(3)

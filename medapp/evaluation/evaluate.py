@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import Split, load_breastmnist, load_records, load_squares
+from ..data.datasets import Split, load_breastmnist, load_records
 from ..data.manifest import Record
 from ..data.near_duplicates import busi_near_duplicate_free_test
 from ..intake.imaging import load_image
@@ -90,13 +90,16 @@ def category_rates(is_malignant: np.ndarray, is_normal: np.ndarray, categories: 
             "normal_shown_normal": float(normal[is_normal].mean()) if is_normal.any() else float("nan")}
 
 
-def in_scope_flags(predictor: Any, records: list[Record], batch_size: int = 16) -> list[bool]:
-    """Whether the app would report on each image: the Predictor's own scope gate and quality checks."""
-    flags: list[bool] = []
+def squares_and_scope(predictor: Any, records: list[Record],
+                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Each image decoded once: its (S, S) model-size square (as training caches it) and whether the app would
+    report on it (the Predictor's own scope gate and quality checks)."""
+    squares, in_scope = [], []
     for i in range(0, len(records), batch_size):
         images = [load_image(r.path) for r in records[i : i + batch_size]]
-        flags += [p.in_scope for p in predictor.predict_batch(images, tta=False, explain=False)]
-    return flags
+        squares += [resize_to_square(im.pixels, predictor.card.input) for im in images]
+        in_scope += [p.in_scope for p in predictor.predict_batch(images, tta=False, explain=False)]
+    return np.stack(squares), np.array(in_scope)
 
 
 def subgroup_reports(key: str, values: list[str], threshold: float, is_mal: np.ndarray, p_mal: np.ndarray,
@@ -115,16 +118,16 @@ def evaluate_manifest(model_dir: str | Path, dataset: str = "busi", split: str =
                       localization: bool = False) -> dict[str, Any]:
     """Score a manifest dataset's split (BUSI, BUS-BRA, ...): malignant vs rest on the calibrated headline, which
     for a dataset without normal images (BUS-BRA) is malignant vs benign; per scanner when there are several."""
-    card, model = load_model(model_dir)
+    predictor = Predictor.from_dir(model_dir)
+    card = predictor.card
     records = load_records(dataset, Split.parse(split))
+    squares, in_scope = squares_and_scope(predictor, records)
     views = headline_views(card.tta_headline, card.explain, card.input)
-    logits = predict_logits(model, load_squares(records, card.input, progress=True), card.input, views=views)
+    logits = predict_logits(predictor.model, squares, card.input, views=views)
     labels = np.array([card.class_names.index(r.label) for r in records])
     probs, probs_raw = softmax(logits, card.temperature), softmax(logits)
     m = card.malignant_index
     is_mal = labels == m
-    predictor = Predictor.from_dir(model_dir)
-    in_scope = np.array(in_scope_flags(predictor, records))
     devices = [r.device for r in records]
     categories = [categorize_likelihood(float(p[m]), label=card.class_names[int(p.argmax())],
                                         threshold=card.threshold, normal_ceiling=card.serving.normal_ceiling).code

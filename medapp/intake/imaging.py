@@ -2,12 +2,11 @@
 
 The type is decided from the content, never the file name: a ``.dcm`` uploaded as ``application/octet-stream``, a
 DICOM without extension or a PNG named ``.jpg`` all load. Raster formats (PNG 8/16-bit, JPEG, BMP, TIFF) go through
-Pillow, DICOM through :mod:`medapp.intake.dicom`. Declared dimensions are checked against
-:class:`~medapp.intake.limits.IntakeLimits`
-before any pixel is decoded. Every failure is an :class:`~medapp.errors.InvalidImageError` (not a readable image)
-or :class:`~medapp.errors.UnsupportedImageError` (readable, but medapp will not judge it), whose message says what
-was found and what to do; no other exception leaves :func:`load_image`. File names are never logged (they often
-contain the patient's name).
+Pillow, DICOM through :mod:`medapp.intake.dicom`. Declared dimensions are checked against the
+:class:`~medapp.intake.limits.IntakeLimits` before any pixel is decoded. Every failure is an
+:class:`~medapp.errors.InvalidImageError` (not a readable image) or :class:`~medapp.errors.UnsupportedImageError`
+(readable, but medapp will not judge it), whose message says what was found and what to do; no other exception
+leaves :func:`load_image`. File names are never logged (they often contain the patient's name).
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ def metrics_filename(dataset: str, split: str) -> str:
     """``metrics.json`` for the BUSI test split (the dashboard's first page); a distinct name for anything else."""
     return METRICS_FILE if (dataset, split) == ("busi", "test") else f"metrics_{dataset}_{split}.json"
 
+
 # Class order used everywhere (index = model output). Malignant probability is the headline output.
 CLASS_NAMES: tuple[str, ...] = ("normal", "benign", "malignant")
 MALIGNANT = "malignant"

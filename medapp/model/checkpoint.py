@@ -6,7 +6,6 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -15,6 +14,7 @@ if TYPE_CHECKING:
 
 from ..errors import ModelLoadError
 from ..settings import MODEL_DIR_ENV, MODELS_DIR, get_settings
+from .registry import unwrap
 
 
 def sha256_file(path: str | Path) -> str:
@@ -90,8 +90,3 @@ def default_model_dir() -> Path:
                              f"train one, or point {MODEL_DIR_ENV} or --model at a model folder")
     names = ", ".join(p.name for p in found)
     raise ModelLoadError(f"several models under {MODELS_DIR} ({names}); choose one with --model or {MODEL_DIR_ENV}")
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare module inside DistributedDataParallel (state dict keys without ``module.``)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

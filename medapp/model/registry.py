@@ -83,12 +83,17 @@ def attach_info(model: nn.Module, info: ArchitectureInfo) -> nn.Module:
 
 def architecture_info(model: nn.Module) -> ArchitectureInfo:
     """The facts a registered network carries; a DDP wrapper is looked through."""
-    inner = getattr(model, "module", model) if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     info = getattr(inner, _INFO_ATTRIBUTE, None)
     if not isinstance(info, ArchitectureInfo):
         raise ValueError(f"{type(inner).__name__} carries no ArchitectureInfo; build it with create_model() from a "
                          "registered factory that calls attach_info()")
     return info
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare module inside DistributedDataParallel (state dict keys without ``module.``)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def resolve_layer(model: nn.Module, path: str) -> nn.Module:

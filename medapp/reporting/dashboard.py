@@ -64,17 +64,24 @@ def cross_site_rows(model_dirs: list[str | Path]) -> list[dict[str, Any]]:
     rows = []
     for model_dir in model_dirs:
         card = ModelCard.load(model_dir)
-        trained = "+".join(s["dataset"] for s in card.training_sites) or "busi"
+        trained = [s["dataset"] for s in card.training_sites] or ["busi"]  # cards before training_sites: BUSI
         for dataset in DATASET_LABELS:
             metrics = load_metrics(model_dir, metrics_filename(dataset, "test"))
             if metrics is None or dataset == "breastmnist":
                 continue
-            seen = dataset in trained.split("+")
-            rows.append({"trained_on": trained, "tested_on": dataset, "site_seen_in_training": seen,
+            rows.append({"trained_on": "+".join(trained), "tested_on": dataset,
+                         "site_seen_in_training": dataset in trained,
                          "model": card.name, "weights_sha256": card.weights_sha256, "n": metrics["n"],
                          **{k: metrics.get(k) for k in ("auc", "auc_ci", "auc_definition", "threshold", "sensitivity",
                                                          "specificity", "ece", "scope_pass_rate")}})
     return rows
+
+
+def cross_site_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cross-site rows as the dashboard and the model README show them."""
+    return [{"trained on": r["trained_on"], "tested on": r["tested_on"], "site seen": r["site_seen_in_training"],
+             "n": r["n"], "AUC": r["auc"], "sensitivity": r["sensitivity"], "specificity": r["specificity"],
+             "ECE": r["ece"], "scope pass rate": r["scope_pass_rate"]} for r in rows]
 
 
 def load_cross_site(model_dir: str | Path) -> list[dict[str, Any]] | None:

@@ -1,6 +1,6 @@
 """Render a model folder's human README.md from its card and metrics files, so every figure in it is computed.
 
-``python -m medapp evaluate`` rewrites it after each evaluation.
+``python -m medapp evaluate --update-model`` rewrites it (:mod:`medapp.reporting.model_folder`).
 """
 
 from __future__ import annotations
@@ -10,12 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from ..formatting import format_number
-from ..model.card import METRICS_FILE, ModelCard, known_flaws, metrics_filename
-from .dashboard import load_cross_site, sites_text
-
-
-def _load(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+from ..model.card import ModelCard, known_flaws, metrics_filename
+from .dashboard import cross_site_table, device_rows, load_cross_site, load_metrics, sites_text
 
 
 def _describe_explain(explain: dict[str, Any]) -> str:
@@ -34,9 +30,9 @@ def _describe_explain(explain: dict[str, Any]) -> str:
 def render_model_readme(model_dir: str | Path) -> str:
     model_dir = Path(model_dir)
     card = ModelCard.load(model_dir)
-    test = _load(model_dir / METRICS_FILE)
-    val = _load(model_dir / "metrics_busi_val.json")
-    mnist = _load(model_dir / "metrics_breastmnist_test.json")
+    test = load_metrics(model_dir, metrics_filename("busi", "test"))
+    val = load_metrics(model_dir, metrics_filename("busi", "val"))
+    mnist = load_metrics(model_dir, metrics_filename("breastmnist", "test"))
     cfg = card.config
     lines = [
         f"# {card.name} v{card.version}",
@@ -117,7 +113,7 @@ def render_model_readme(model_dir: str | Path) -> str:
                   f"ACC {val['accuracy']:.3f}.", ""]
     if test and test.get("near_duplicates"):
         lines += _near_duplicate_lines(test["near_duplicates"])
-    busbra = _load(model_dir / metrics_filename("busbra", "test"))
+    busbra = load_metrics(model_dir, metrics_filename("busbra", "test"))
     if busbra:
         lines += _second_site_lines(busbra)
     cross_site = load_cross_site(model_dir)
@@ -157,24 +153,25 @@ def _second_site_lines(m: dict[str, Any]) -> list[str]:
              f"{format_number(m['sensitivity'])}, specificity {format_number(m['specificity'])}; ECE "
              f"{format_number(m['ece'])}; scope gate pass rate {format_number(m['scope_pass_rate'])}; malignant "
              f"images shown as normal or BI-RADS 3 range: {format_number(m.get('malignant_shown_low'))}.", ""]
-    if m.get("per_device"):
-        lines += ["| scanner | n | malignant | AUC | sensitivity | specificity | ECE | scope pass |",
-                  "|---|---|---|---|---|---|---|---|"]
-        lines += [f"| {d} | {r['n']} | {r['n_positive']} | {format_number(r['auc'])} | "
-                  f"{format_number(r['sensitivity'])} | {format_number(r['specificity'])} | {format_number(r['ece'])} "
-                  f"| {format_number(r['scope_pass_rate'])} |" for d, r in m["per_device"].items()]
-        lines.append("")
-    return lines
+    return lines + markdown_table(device_rows(m))
 
 
 def _cross_site_lines(rows: list[dict[str, Any]]) -> list[str]:
     models = ", ".join(dict.fromkeys(f"`{r['model']}` ({r['trained_on']})" for r in rows))
     lines = ["## Across hospitals (trained on one site or both)", "",
-             f"Models: {models}. A site not seen in training is the test that matters for a new hospital.", "",
-             "| trained on | tested on | site seen | n | AUC | sensitivity | specificity | ECE | scope pass |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['trained_on']} | {r['tested_on']} | {'yes' if r['site_seen_in_training'] else '**no**'} | "
-              f"{r['n']} | {format_number(r['auc'])} | {format_number(r['sensitivity'])} | "
-              f"{format_number(r['specificity'])} | {format_number(r['ece'])} | {format_number(r['scope_pass_rate'])} |"
-              for r in rows]
-    return [*lines, ""]
+             f"Models: {models}. A site not seen in training is the test that matters for a new hospital.", ""]
+    return lines + markdown_table(cross_site_table(rows))
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Dashboard rows as a markdown table (numbers to 3 decimals; yes/**no** for flags); none for no rows."""
+    if not rows:
+        return []
+
+    def cell(value: Any) -> str:
+        if isinstance(value, bool):
+            return "yes" if value else "**no**"
+        return format_number(value) if isinstance(value, float) else str(value)
+
+    return ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0]),
+            *("| " + " | ".join(cell(v) for v in r.values()) + " |" for r in rows), ""]

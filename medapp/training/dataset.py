@@ -89,9 +89,10 @@ def load_training_data(cfg: TrainConfig, spec: InputSpec, progress: bool = False
     the lesion masks too when the config trains lesion attention and ``masks``."""
     specs = cfg.dataset_specs
     train, val = [], []
-    for spec_ in specs:
-        train += take_subset(load_records(spec_, cfg.train_splits), cfg.subset)
-        val += take_subset(load_records(spec_, cfg.val_split), cfg.subset)
+    for spec_ in specs:  # one manifest read per dataset
+        records = load_records(spec_, [*cfg.train_splits, cfg.val_split])
+        train += take_subset([r for r in records if r.split in cfg.train_splits], cfg.subset)
+        val += take_subset([r for r in records if r.split == cfg.val_split], cfg.subset)
     index = {s.name: i for i, s in enumerate(specs)}
     return TrainingData(
         specs=specs, train_records=train, val_records=val,

@@ -52,9 +52,10 @@ def describe_training_data(cfg: TrainConfig, data: TrainingData) -> str:
         parts.append(f"{DATASET_DESCRIPTIONS.get(spec.name, spec.name)}: trained on {'+'.join(cfg.train_splits)} "
                      f"({n_train} images), selected, calibrated and scope-fitted on {cfg.val_split} ({n_val} "
                      f"images), test split held out")
-    weights = "" if len(data.specs) == 1 else (" Sampling weights: " + ", ".join(
-        f"{s.name} {s.weight:g}" for s in data.specs) + " (each dataset drawn in proportion to its weight).")
-    return "; ".join(parts) + "." * (len(data.specs) > 1) + weights
+    if len(data.specs) == 1:
+        return parts[0]
+    weights = ", ".join(f"{s.name} {s.weight:g}" for s in data.specs)
+    return f"{'; '.join(parts)}. Sampling weights: {weights} (each dataset drawn in proportion to its weight)."
 
 
 def training_sites(data: TrainingData) -> list[dict[str, Any]]:

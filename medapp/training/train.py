@@ -29,10 +29,10 @@ from ..errors import ConfigError
 from ..evaluation.metrics import binary_auc
 from ..model.calibrate import softmax
 from ..model.card import CLASS_NAMES, WEIGHTS_FILE
-from ..model.checkpoint import save_weights, unwrap
+from ..model.checkpoint import save_weights
 from ..model.inference import predict_logits
 from ..model.lesion_attention import lesion_loss
-from ..model.registry import create_model, leading_stages
+from ..model.registry import create_model, leading_stages, unwrap
 from .augment import PairedTransform, build_train_transform
 from .config import LossName, OptimizerName, ScheduleName, TrainConfig, save_config
 from .dataset import SquaresDataset, TrainingData, WeightedEpochSampler, load_training_data
