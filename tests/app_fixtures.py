@@ -99,7 +99,7 @@ def make_prediction(p_malignant: float = 0.62, *, in_scope: bool = True, shape: 
         category=categorize_likelihood(p_malignant, label="malignant", threshold=threshold, normal_ceiling=0.1),
         uncertainty=0.03, low_confidence=False, in_scope=in_scope, scope_score=3.0 if in_scope else 40.0,
         scope_threshold=10.0, quality_flags=[],
-        out_of_scope_reasons=[] if in_scope else ["image content is unlike the breast-ultrasound training images"],
+        out_of_scope_reasons=[] if in_scope else ["image content does not look like breast ultrasound"],
         heatmap=heatmap, cam_method="gradcam", cam_target="malignant",
         model={"name": "test_model", "version": "9.9.9", "sha256": "ab" * 32}, timing_ms={"total": 1.0},
         notes=[], image_size=shape, tta_views=6,

@@ -2,12 +2,13 @@
 
 ``build_tiny_model_dir`` writes a complete model folder (weights, scope gate, card) in about a second, with no
 data and no training: a randomly initialised 8-channel SmallCNN, its scope gate fitted on synthetic speckle
-squares. ``build_blob_model_dir`` hand-sets a SmallCNN so that its first stage passes bright pixels through to
+squares against the release step's outlier images. ``build_blob_model_dir`` hand-sets a SmallCNN so that its first stage passes bright pixels through to
 the malignant logit: its Grad-CAM must peak on a bright blob, which pins the heatmap's orientation end to end.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -44,13 +45,26 @@ def medical_image(pixels: np.ndarray) -> MedicalImage:
                         source_kind="synthetic", original_size=pixels.shape)
 
 
+def outliers_for(spec: InputSpec) -> np.ndarray:
+    """The release step's outlier squares for ``spec``, built once per input geometry and test session."""
+    return _outliers(spec.size, spec.resize)
+
+
+@functools.lru_cache(maxsize=4)
+def _outliers(size: int, resize: str) -> np.ndarray:
+    from medapp.data.outliers import outlier_squares
+
+    return outlier_squares(InputSpec(size=size, resize=resize))
+
+
 def _write_model_dir(model: torch.nn.Module, card: ModelCard, out_dir: Path, n_scope: int = 60) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
     sha = save_weights(model, out_dir / "model.safetensors")
     squares = np.stack([resize_to_square(speckle_image(200 + 7 * i, 260 - 3 * i, seed=i), card.input)
                         for i in range(n_scope)])
-    fit_scope_gate(model, card, squares[: n_scope * 2 // 3], squares[n_scope * 2 // 3 :], out_dir)
+    fit_scope_gate(model, card, squares[: n_scope * 2 // 3], squares[n_scope * 2 // 3 :], outliers_for(card.input),
+                   out_dir)
     card.weights_sha256 = sha
     card.save(out_dir)
     return out_dir
@@ -161,11 +175,63 @@ def ood_dicom_paths() -> list[Path]:
     return out
 
 
+DOPPLER_DICOMS = ("US1_UNCR.dcm", "US1_J2KI.dcm")  # pydicom's power-Doppler frame of a lymph node, two encodings
+
+
+def with_colour_flow(image: MedicalImage, seed: int, share: float = 0.08) -> MedicalImage:
+    """A B-mode image with a drawn colour-flow box, as a scanner exports a Doppler frame: red/blue/yellow flow
+    blobs covering about ``share`` of the image, grey pixels recomputed from the colours as intake would."""
+    from scipy import ndimage
+
+    from medapp.intake.color import luma_601
+
+    rng = np.random.default_rng(seed)
+    display = image.display.copy()
+    h, w = display.shape[:2]
+    bh, bw = h // 2, w // 2
+    y0, x0 = rng.integers(h // 8, h - bh - h // 8 + 1), rng.integers(w // 8, w - bw - w // 8 + 1)
+    field = ndimage.gaussian_filter(rng.normal(size=(bh, bw)), 3)
+    flow = np.abs(field) >= np.quantile(np.abs(field), 1 - 4 * share)  # the box is a quarter of the image
+    box = display[y0 : y0 + bh, x0 : x0 + bw]
+    box[flow & (field > 0)] = (220, 30, 20)
+    box[flow & (field < 0)] = (30, 60, 230)
+    box[flow & (np.abs(field) > np.quantile(np.abs(field), 1 - share))] = (250, 220, 40)
+    return MedicalImage(pixels=luma_601(display), display=display, source_kind=image.source_kind,
+                        original_size=image.original_size)
+
+
+def doppler_frames(n_drawn: int = 8) -> list[tuple[str, MedicalImage]]:
+    """Doppler-dominated frames: pydicom's real power-Doppler DICOMs and BUSI/BUS-BRA test images with a drawn
+    colour-flow box (each dataset present contributes ``n_drawn // 2``)."""
+    import warnings
+
+    from medapp.data.datasets import data_dir, load_records
+    from medapp.errors import MedAppError
+    from medapp.intake.imaging import load_image
+
+    frames = []
+    for name in DOPPLER_DICOMS:
+        path = data_dir() / "dicom" / name
+        if path.is_file():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                frames.append((f"doppler:{name}", load_image(path)))
+    for dataset in ("busi", "busbra"):
+        try:
+            records = load_records(dataset, "test")
+        except MedAppError:
+            continue
+        for i, record in enumerate(records[: n_drawn // 2]):
+            frames.append((f"doppler:{dataset}:{record.image}", with_colour_flow(load_image(record.path), seed=i)))
+    return frames
+
+
 def out_of_scope_set(n_breastmnist: int = 20) -> tuple[list[tuple[str, MedicalImage]], list[tuple[str, str]]]:
     """(images to judge, refused-by-intake) for the scope acceptance test.
 
-    Images: scikit-image photographs, CR/CT/MR DICOMs (through intake), 28 px BreastMNIST images (built directly as
-    MedicalImage, since intake may refuse them as too small), blank and noise images. Refused: (name, message) of
+    Images: scikit-image photographs, CR/CT/MR DICOMs (through intake), Doppler-dominated frames
+    (:func:`doppler_frames`), 28 px BreastMNIST images (built directly as MedicalImage, since intake may refuse
+    them as too small), blank and noise images. Refused: (name, message) of
     DICOMs intake itself refuses (also never judged by the model).
     """
     import warnings
@@ -190,6 +256,7 @@ def out_of_scope_set(n_breastmnist: int = 20) -> tuple[list[tuple[str, MedicalIm
                 images.append((f"dicom:{path.name}", load_image(path)))
             except MedAppError as e:
                 refused.append((f"dicom:{path.name}", str(e)))
+    images += doppler_frames()
     try:
         mnist = load_breastmnist("test")
         for i in range(min(n_breastmnist, len(mnist.images))):

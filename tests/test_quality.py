@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
-from model_fixtures import speckle_image
+from model_fixtures import doppler_frames, medical_image, speckle_image, with_colour_flow
 
 from medapp.model.card import QualityLimits
 from medapp.serving.quality import QualityFlag, assess_quality, describe_flag
@@ -42,6 +44,26 @@ def _black_heavy() -> np.ndarray:
 )
 def test_quality_flags(name: str, pixels: np.ndarray, flags: list[QualityFlag]) -> None:
     assert assess_quality(pixels, LIMITS) == flags, name
+
+
+def test_colour_flow_flagged_and_grey_overlays_are_not() -> None:
+    plain = medical_image(speckle_image(300, 400))
+    assert assess_quality(plain.pixels, LIMITS, plain.display) == []
+    doppler = with_colour_flow(plain, seed=0)
+    assert assess_quality(doppler.pixels, LIMITS, doppler.display) == [QualityFlag.COLOUR_FLOW]
+    assert assess_quality(doppler.pixels, LIMITS) == []  # without the colours there is nothing to see
+    marked = plain.display.copy()
+    marked[10:14, 10:60] = (0, 255, 0)  # a green caliper line: 0.2% of the pixels
+    assert assess_quality(plain.pixels, LIMITS, marked) == []
+    assert "Doppler" in describe_flag("colour_flow", LIMITS) and "B-mode" in describe_flag("colour_flow", LIMITS)
+
+
+def test_real_and_drawn_doppler_frames_flagged(busi_dir: Path) -> None:
+    frames = doppler_frames()
+    assert len(frames) >= 6
+    missed = [name for name, im in frames if QualityFlag.COLOUR_FLOW not in assess_quality(im.pixels, LIMITS,
+                                                                                             im.display)]
+    assert not missed
 
 
 def test_flag_wording_says_what_to_do() -> None:

@@ -100,7 +100,10 @@ class QualityLimits:
 
     ``min_side`` px; ``min_std`` of pixels in [0, 1]; share of pixels clipped white / black before "saturated".
     Set against BUSI (780 images: shortest side 190-716 px, pixel std 0.11-0.28, at most 2% of pixels at full
-    white and at most 48% at full black); each limit sits well outside that range.
+    white and at most 48% at full black); each limit sits well outside that range. ``max_colour_share``: share of
+    pixels whose colour channels differ by ``colour_level`` or more before "colour flow": at most 0.73% in BUSI
+    (coloured marks on 7 of 780 images) and 0 in BUS-BRA's 1,508; a power-Doppler frame (pydicom's
+    ``US1_UNCR.dcm``) has 5.1%.
     """
 
     min_side: int = 128
@@ -109,6 +112,8 @@ class QualityLimits:
     max_black_share: float = 0.85
     white_level: float = 0.99
     black_level: float = 0.01
+    max_colour_share: float = 0.02
+    colour_level: int = 60
 
 
 @dataclass

@@ -23,8 +23,8 @@ from torch import nn
 class ArchitectureInfo:
     """Dotted layer paths inside one built network (see :func:`resolve_layers` for the path syntax).
 
-    ``cam_layer``: Grad-CAM's default target. ``scope_layers``: an early stage (texture, close to the pretrained
-    weights) and a late one (what the classifier learned), whose feature statistics the scope gate models.
+    ``cam_layer``: Grad-CAM's default target. ``scope_layers``: the late stage whose feature statistics the scope
+    gate classifies (:mod:`medapp.model.scope` says why the late one alone).
     ``stages``: the modules from the input on, in order, each one path or paths joined by ``+``; training
     freezes the first ``freeze_blocks`` of them.
     """
@@ -205,7 +205,7 @@ def efficientnet_lite0(*, num_classes: int, in_chans: int, pretrained: bool = Tr
         # with lesion attention, its spatial attention map: every later stage (so the whole decision) is weighted
         # by it; without, the last convolution
         cam_layer="_conv_head" if lesion_block is None else "_lesion_gate.attention",
-        scope_layers=("_blocks.2", "_blocks.10"),  # 32x32 and 8x8 grids at 128 px
+        scope_layers=("_blocks.10",),  # 8x8 grid at 128 px
         stages=("_conv_stem+_bn0", *(f"_blocks.{i}" for i in range(len(model._blocks)))),
     ))
 
@@ -228,7 +228,7 @@ def resnet18(*, num_classes: int, in_chans: int, small_input: bool = False) -> n
     else:
         model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
     return attach_info(model, ArchitectureInfo(
-        cam_layer="layer4", scope_layers=("layer1", "layer3"),
+        cam_layer="layer4", scope_layers=("layer3",),
         stages=("conv1+bn1", "layer1", "layer2", "layer3", "layer4"),
     ))
 
@@ -266,6 +266,6 @@ def small_cnn(*, num_classes: int, in_chans: int, width: int = 32, dropout: floa
     model = SmallCNN(num_classes, in_chans, width=width, dropout=dropout)
     return attach_info(model, ArchitectureInfo(
         cam_layer=f"features.{len(model.features) - 3}",  # the last stage's second convolution
-        scope_layers=("features.5", "features.17"),  # ReLU after stage 1 and stage 3
+        scope_layers=("features.17",),  # ReLU after stage 3
         stages=tuple(f"features.{i}" for i in range(len(model.features))),
     ))

@@ -227,8 +227,9 @@ def card_sections(card: ModelCard, evaluations: Mapping[str, Mapping[str, Any]] 
         ("Limits and how the app guards them",
          f"- Probabilities are temperature-calibrated (T = {card.temperature:.2f}) on the validation split.\n"
          f"- Operating threshold {card.threshold:.3f}: {card.threshold_rule or 'set on validation'}.\n"
-         f"- A scope gate refuses to report on images unlike the training scans"
-         f"{f' ({scope_rule})' if scope_rule else ''}; image-quality checks flag tiny, blank or saturated images.\n"
+         f"- A scope gate refuses to report on images that do not look like breast ultrasound"
+         f"{f' ({scope_rule})' if scope_rule else ''}; image-quality checks flag tiny, blank or saturated images and "
+         "colour Doppler or elastography frames.\n"
          "- The heatmap shows where the model looked, not where the lesion is; it can be wrong when the model is."),
     ]
 

@@ -193,7 +193,7 @@ class Predictor:
         timer = StageTimer(n)
         x = normalize(torch.from_numpy(np.stack([resize_to_square(im.pixels, spec) for im in images])), spec)
         geometries = [compute_geometry(*im.pixels.shape, spec.size, spec.resize) for im in images]
-        flags = [assess_quality(im.pixels, self.card.serving.quality) for im in images]
+        flags = [assess_quality(im.pixels, self.card.serving.quality, im.display) for im in images]
         timer.lap("preprocess")
         use_views = len(self.views) > 1 and (tta or self.card.tta_headline)
         with self._lock:
@@ -252,8 +252,8 @@ class Predictor:
         reasons = [describe_flag(f, policy.quality, image.pixels.shape) for f in flags]
         gate_pass = bool(self.gate.passes(np.array([score]))[0])
         if not gate_pass:
-            reasons.append(f"image content is unlike the breast-ultrasound training images (scope score "
-                           f"{score:.2f}, limit {self.gate.threshold:.2f}); the model was not made for it")
+            reasons.append(f"image content does not look like breast ultrasound (scope score {score:.2f}, limit "
+                           f"{self.gate.threshold:.2f}); the model was not made for it")
         in_scope = not reasons
         notes = list(image.notes)
         if n_views > 1:

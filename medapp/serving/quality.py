@@ -16,10 +16,23 @@ class QualityFlag(Choice):
     TOO_SMALL = "too_small"
     NEARLY_CONSTANT = "nearly_constant"
     SATURATED = "saturated"
+    COLOUR_FLOW = "colour_flow"
 
 
-def assess_quality(pixels: np.ndarray, limits: QualityLimits) -> list[QualityFlag]:
-    """Flags for an (H, W) float32 image in [0, 1]; an empty list means no quality problem was found."""
+def colour_share(display: np.ndarray, level: int) -> float:
+    """Share of pixels whose channels differ by at least ``level`` (of 255): colour-flow or elastography boxes.
+
+    Grey pixels have equal channels whatever their brightness, so burned-in grey text does not count; the small
+    coloured marks some scanners draw (calipers, a logo) stay far below a Doppler box.
+    """
+    step = max(1, int(np.sqrt(display.shape[0] * display.shape[1] / 65536)))
+    sample = display[::step, ::step].astype(np.int16)
+    return float(((sample.max(axis=2) - sample.min(axis=2)) >= level).mean())
+
+
+def assess_quality(pixels: np.ndarray, limits: QualityLimits, display: np.ndarray | None = None) -> list[QualityFlag]:
+    """Flags for an (H, W) float32 image in [0, 1] and, when given, its (H, W, 3) uint8 display colours; an empty
+    list means no quality problem was found."""
     if pixels.ndim != 2:
         raise ValueError(f"expected a (H, W) grayscale array, got shape {pixels.shape}")
     flags: list[QualityFlag] = []
@@ -33,6 +46,9 @@ def assess_quality(pixels: np.ndarray, limits: QualityLimits) -> list[QualityFla
     elif (float((sample >= limits.white_level).mean()) > limits.max_white_share
           or float((sample <= limits.black_level).mean()) > limits.max_black_share):
         flags.append(QualityFlag.SATURATED)
+    if display is not None and display.ndim == 3 and display.shape[2] == 3 \
+            and colour_share(display, limits.colour_level) > limits.max_colour_share:
+        flags.append(QualityFlag.COLOUR_FLOW)
     return flags
 
 
@@ -45,5 +61,8 @@ def describe_flag(flag: QualityFlag | str, limits: QualityLimits, pixels_shape: 
                 "use the original scan, not a thumbnail")
     if flag is QualityFlag.NEARLY_CONSTANT:
         return "image is nearly uniform (blank or almost one grey level); check the export or the frame chosen"
+    if flag is QualityFlag.COLOUR_FLOW:
+        return (f"more than {limits.max_colour_share:.0%} of the image is in colour (a Doppler or elastography "
+                "overlay); the model reads grey-scale B-mode only — send the B-mode frame without the colour box")
     return ("image is largely clipped to pure white or pure black (saturated); re-export without burned-in "
             "overlays or extreme gain")

@@ -19,6 +19,7 @@ from ..model.checkpoint import load_weights, sha256_file
 from ..model.explain import DEFAULT_CAM_METHOD
 from ..model.inference import headline_views, predict_logits
 from ..model.registry import architecture_info, create_model, default_input, trained_model_args
+from ..data.outliers import outlier_squares
 from ..model.scope import fit_scope_gate
 from .config import TrainConfig, load_config
 from .dataset import TrainingData, load_training_data
@@ -73,7 +74,7 @@ def training_sites(data: TrainingData) -> list[dict[str, Any]]:
 def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: TrainingData, *, command: str,
                    best_epoch: int, best_val_auc: float) -> ModelCard:
     """Reload the weights, fit temperature and threshold on the pooled validation splits, fit the scope gate on
-    every training site, write the card."""
+    every training site against the outlier images, write the card."""
     model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=spec.channels,
                          **trained_model_args(cfg.architecture, cfg.model_args))
     load_weights(model, weights_path).eval()
@@ -103,7 +104,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: 
                  **({"weights": f"average of epochs {cfg.epochs - cfg.swa_epochs + 1}-{cfg.epochs}"}
                     if cfg.swa_epochs else {})},
     )
-    fit_scope_gate(model, card, data.train_x, data.val_x, weights_path.parent)
+    fit_scope_gate(model, card, data.train_x, data.val_x, outlier_squares(spec), weights_path.parent)
     card.weights_sha256 = sha256_file(weights_path)
     card.save(weights_path.parent)
     return card
