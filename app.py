@@ -10,6 +10,7 @@ st.set_page_config(page_title="medapp · breast ultrasound", page_icon=":materia
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
     st.Page("pages/performance.py", title="Model performance", icon=":material/monitoring:"),
+    st.Page("pages/validate_site.py", title="Validate at your site", icon=":material/fact_check:"),
     st.Page("pages/model_card.py", title="Model card", icon=":material/description:"),
 ])
 st.session_state[FRAME_KEY] = True

@@ -36,3 +36,7 @@ class ConfigError(MedAppError, ValueError):
 
 class ManifestError(MedAppError, ValueError):
     """A dataset manifest (CSV) is malformed: a missing column, or a row with an invalid value."""
+
+
+class SiteProfileError(MedAppError, ValueError):
+    """A site profile cannot be fitted (too few local cases) or applied (another model, a malformed file)."""

@@ -10,14 +10,16 @@ from typing import Any
 
 import streamlit as st
 
-from medapp.errors import MedAppError
+from medapp.errors import MedAppError, SiteProfileError
 from medapp.intake.privacy import AuditLog
 from medapp.model.checkpoint import default_model_dir
+from medapp.model.site_profile import profile_path
 from medapp.reporting.dashboard import load_history, load_metrics
 from medapp.reporting.figures import render_charts
 from medapp.reporting.report import DECISION_SUPPORT
 from medapp.serving.analysis import open_audit_log
 from medapp.serving.predict import Predictor
+from pages.calibration_setting import PROFILE_KEY, SHIPPED, profile_setting
 
 FRAME_KEY = "medapp_frame"
 RETURN_KEY = "medapp_return_to"
@@ -42,10 +44,12 @@ def return_to_page() -> None:
         st.switch_page(target)
 
 
+
 @st.cache_resource(show_spinner="Loading the model…")
-def load_predictor(model_dir: str) -> Predictor:
-    """Once per process, shared by every session (Predictor is thread-safe)."""
-    return Predictor.from_dir(model_dir)
+def load_predictor(model_dir: str, profile: str | None = None, _stamp: float = 0.0) -> Predictor:
+    """Once per process and site profile, shared by every session (Predictor is thread-safe); ``_stamp`` (the
+    profile file's mtime) reloads a profile saved again or removed."""
+    return Predictor.from_dir(model_dir, profile=profile)
 
 
 @st.cache_resource
@@ -65,7 +69,14 @@ def dashboard_files(model_dir: str, filename: str, _stamp: float) -> tuple[dict[
 def get_predictor() -> Predictor | None:
     """The predictor, or None after showing why it could not be loaded."""
     try:
-        return load_predictor(str(default_model_dir()))
+        model_dir, chosen = str(default_model_dir()), st.session_state.get(PROFILE_KEY)
+        if chosen in (None, SHIPPED):
+            return load_predictor(model_dir)
+        return load_predictor(model_dir, chosen, file_stamp(model_dir, str(profile_path(model_dir, chosen))))
+    except SiteProfileError as e:  # removed or fitted for other weights: back to the card, and say so
+        st.session_state[PROFILE_KEY] = SHIPPED
+        st.warning(f"The site profile could not be used, so the shipped calibration is: {e}")
+        return get_predictor()
     except MedAppError as e:
         st.error(f"The model could not be loaded: {e}")
         return None
@@ -91,3 +102,4 @@ def sidebar() -> None:
         if predictor is not None:
             card = predictor.card
             st.caption(f"Model **{card.name}** v{card.version}  \nweights `{card.weights_sha256[:12]}`")
+            profile_setting(predictor)

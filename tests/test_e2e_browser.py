@@ -88,3 +88,66 @@ def test_upload_heatmap_report_and_dashboard(server, app_model_dir, tmp_path):  
         finally:
             browser.close()
     assert (shots / "diagnose.png").stat().st_size > 20_000
+
+
+def _busbra_zip(n_per_class: int) -> bytes:
+    """BUS-BRA test images in malignant/ and benign/ folders: a small labelled set as a hospital would zip it."""
+    import zipfile
+
+    from medapp.data.datasets import Split, load_records
+
+    records = load_records("busbra", Split.parse("test"))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for label in ("malignant", "benign"):
+            for r in [r for r in records if r.label == label][:n_per_class]:
+                z.write(r.path, f"site/{label}/{r.path.name}")
+    return buf.getvalue()
+
+
+def test_validate_at_your_site_saves_a_profile_the_diagnose_page_uses(app_model_dir, tmp_path):  # noqa: F811
+    import shutil
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    busi_test_image()  # skips with the reason when the data is absent
+    model_dir = tmp_path / "model"  # a copy: the profile is written beside the model, never into models/
+    shutil.copytree(app_model_dir, model_dir, ignore=shutil.ignore_patterns("profiles"))
+    shots = SCREENSHOTS if app_model_dir in shipped_model_dirs() else tmp_path
+    archive = tmp_path / "site_cases.zip"
+    archive.write_bytes(_busbra_zip(22))
+    env = {"MEDAPP_MODEL_DIR": str(model_dir), "MEDAPP_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    with AppServer(env, log_path=tmp_path / "streamlit.log") as srv, playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(f"{srv.url}/validate_site")
+            page.get_by_role("heading", name="Validate at your site").wait_for()
+            with page.expect_file_chooser() as chooser:
+                page.locator("[data-testid=stFileUploaderDropzone] button").nth(1).click()
+            chooser.value.set_files(str(archive))
+            page.get_by_text("Judge the profile on held-out patients").click()  # 44 cases: fit and judge on all
+            page.get_by_role("button", name="Validate 44 images").click()
+            page.get_by_text("Sensitivity at the threshold").first.wait_for()
+            page.get_by_text("Save the site profile").wait_for()
+            page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)")
+            page.screenshot(path=str(shots / "validate_site.png"), full_page=True)
+            page.get_by_label("Profile name").fill("demo-site")
+            page.get_by_label("Profile name").press("Enter")
+            page.get_by_text("I confirm these are this site's").click()
+            page.get_by_role("button", name="Save profile").click()
+            page.get_by_text("Saved site profile 'demo-site'").wait_for()
+            assert (model_dir / "profiles" / "demo-site.json").is_file()
+
+            page.get_by_role("link", name="Diagnose").click()
+            page.get_by_role("heading", name="Diagnose").wait_for()
+            page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").click()
+            page.get_by_role("option", name="demo-site").click()
+            page.get_by_test_id("stSidebar").get_by_text("calibrated for site demo-site").wait_for()
+            with page.expect_file_chooser() as chooser:
+                page.locator("[data-testid=stFileUploaderDropzone] button").first.click()
+            chooser.value.set_files(str(busi_test_image("malignant", 3)))
+            page.get_by_test_id("stMetricValue").first.wait_for()
+            page.get_by_test_id("stCaptionContainer").filter(has_text="calibrated for site demo-site").first.wait_for()
+        finally:
+            browser.close()

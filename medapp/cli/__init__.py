@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import MedAppError
-from . import calibrate_cmd, evaluate_cmd, inspect_cmd, predict_cmd, train_cmd
+from . import calibrate_cmd, evaluate_cmd, inspect_cmd, predict_cmd, train_cmd, validate_cmd
 
-COMMANDS = (train_cmd, calibrate_cmd, evaluate_cmd, inspect_cmd, predict_cmd)
+COMMANDS = (train_cmd, calibrate_cmd, evaluate_cmd, inspect_cmd, predict_cmd, validate_cmd)
 EXIT_ERROR = 2
 
 

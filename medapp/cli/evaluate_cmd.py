@@ -1,5 +1,5 @@
 """``python -m medapp evaluate [--model DIR] [--split test] [--dataset busi|breastmnist] [--json FILE]
-[--update-model]``: score a model; write into its folder only when asked."""
+[--update-model] [--profile NAME]``: score a model; write into its folder only when asked."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from ..data.manifest import KNOWN_MANIFESTS
+from ..errors import SiteProfileError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--localization", action="store_true",
                         help="add Grad-CAM pointing game / energy-in-mask per CAM method on the lesion masks")
     parser.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the AUC CI")
+    parser.add_argument("--profile", metavar="NAME", help="score with this site profile's calibration and threshold "
+                        "(fitted by `validate --profile`) instead of the card's")
     parser.set_defaults(run=run)
 
 
@@ -30,9 +33,12 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import evaluate
     from ..model.checkpoint import default_model_dir
 
+    if args.update_model and args.profile:
+        raise SiteProfileError("--update-model writes the shipped card's figures; it cannot be combined with "
+                               "--profile (write a site's figures with --json)")
     model_dir = args.model or default_model_dir()
     result = evaluate(model_dir, split=args.split, dataset=args.dataset, localization=args.localization,
-                      n_boot=args.bootstrap)
+                      n_boot=args.bootstrap, profile=args.profile)
     if args.json_path is not None:
         args.json_path.write_text(json.dumps(result, indent=1, allow_nan=True) + "\n")
     if args.update_model:

@@ -1,4 +1,4 @@
-"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR] [--json]``.
+"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR] [--json] [--profile NAME]``.
 
 A PATH may be a file or a folder (its images, not recursive), processed in batches. A refused file is reported
 as ``error: FILE: message`` on stderr and the others are still processed; the exit status is then 2.
@@ -30,6 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="predict images or folders with the shipped (or a given) model")
     parser.add_argument("paths", nargs="+", metavar="PATH", help="image file or folder of images")
     parser.add_argument("--model", help="model folder (default: $MEDAPP_MODEL_DIR or the shipped model)")
+    parser.add_argument("--profile", metavar="NAME", help="a site profile saved beside the model (its calibration "
+                        "and threshold; fitted by `validate --profile`)")
     parser.add_argument("--cam", default=None, metavar="METHOD",
                         help="heatmap method: gradcam, gradcam++, hirescam, layercam, eigencam; scorecam and "
                              "ablationcam with --allow-slow-cam (default: the model card's)")
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
-    predictor = Predictor.from_dir(args.model)
+    predictor = Predictor.from_dir(args.model, profile=args.profile)
     if args.overlay_dir:
         args.overlay_dir.mkdir(parents=True, exist_ok=True)
     failures = 0

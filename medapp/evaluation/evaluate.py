@@ -16,6 +16,7 @@ import numpy as np
 from ..data.datasets import Split, load_breastmnist, load_records
 from ..data.manifest import Record
 from ..data.near_duplicates import busi_near_duplicate_free_test
+from ..errors import SiteProfileError
 from ..intake.imaging import load_image
 from ..model.calibrate import softmax
 from ..model.checkpoint import load_model
@@ -115,28 +116,31 @@ def subgroup_reports(key: str, values: list[str], threshold: float, is_mal: np.n
 
 
 def evaluate_manifest(model_dir: str | Path, dataset: str = "busi", split: str = "test", *, n_boot: int = 2000,
-                      localization: bool = False) -> dict[str, Any]:
+                      localization: bool = False, profile: str | None = None) -> dict[str, Any]:
     """Score a manifest dataset's split (BUSI, BUS-BRA, ...): malignant vs rest on the calibrated headline, which
-    for a dataset without normal images (BUS-BRA) is malignant vs benign; per scanner when there are several."""
-    predictor = Predictor.from_dir(model_dir)
+    for a dataset without normal images (BUS-BRA) is malignant vs benign; per scanner when there are several.
+    ``profile``: a site profile's calibration and threshold instead of the card's."""
+    predictor = Predictor.from_dir(model_dir, profile=profile)
     card = predictor.card
+    threshold = predictor.threshold
     records = load_records(dataset, Split.parse(split))
     squares, in_scope = squares_and_scope(predictor, records)
     views = headline_views(card.tta_headline, card.explain, card.input)
     logits = predict_logits(predictor.model, squares, card.input, views=views)
     labels = np.array([card.class_names.index(r.label) for r in records])
-    probs, probs_raw = softmax(logits, card.temperature), softmax(logits)
+    probs, probs_raw = predictor.calibrated(logits), softmax(logits)
     m = card.malignant_index
     is_mal = labels == m
     devices = [r.device for r in records]
     categories = [categorize_likelihood(float(p[m]), label=card.class_names[int(p.argmax())],
-                                        threshold=card.threshold, normal_ceiling=card.serving.normal_ceiling).code
+                                        threshold=threshold, normal_ceiling=card.serving.normal_ceiling).code
                   for p in probs]
     result: dict[str, Any] = {
         "model": card.name, "version": card.version, "weights_sha256": card.weights_sha256,
+        **({"site_profile": predictor.profile.to_dict()} if predictor.profile is not None else {}),
         "dataset": dataset, "split": split, "n": len(records),
         "auc_definition": "malignant vs " + ("rest" if "normal" in {r.label for r in records} else "benign"),
-        **binary_report(card.threshold, is_mal, probs[:, m], probs_raw[:, m], n_boot),
+        **binary_report(threshold, is_mal, probs[:, m], probs_raw[:, m], n_boot),
         **multiclass_summary(labels, probs, len(card.class_names)),
         "class_names": list(card.class_names),
         "temperature": card.temperature,
@@ -148,12 +152,12 @@ def evaluate_manifest(model_dir: str | Path, dataset: str = "busi", split: str =
                         for r, p, s, c in zip(records, probs[:, m], in_scope, categories, strict=True)],
     }
     if len(set(devices)) > 1:
-        result["per_device"] = subgroup_reports("device", devices, card.threshold, is_mal, probs[:, m],
+        result["per_device"] = subgroup_reports("device", devices, threshold, is_mal, probs[:, m],
                                                 probs_raw[:, m], in_scope, n_boot)
     if dataset == "busi" and split == "test":
         clean = {r.image for r in busi_near_duplicate_free_test()}
         subset = ["duplicate_free" if r.image in clean else "near_copy_outside_test" for r in records]
-        result["near_duplicates"] = subgroup_reports("subset", subset, card.threshold, is_mal, probs[:, m],
+        result["near_duplicates"] = subgroup_reports("subset", subset, threshold, is_mal, probs[:, m],
                                                      probs_raw[:, m], in_scope, n_boot)
     if localization:
         result["localization"] = evaluate_localization(predictor, records)
@@ -175,12 +179,15 @@ def evaluate_breastmnist(model_dir: str | Path, split: str = "test", *, n_boot: 
 
 
 def evaluate(model_dir: str | Path, *, split: str = "test", dataset: str = "busi", localization: bool = False,
-             n_boot: int = 2000) -> dict[str, Any]:
+             n_boot: int = 2000, profile: str | None = None) -> dict[str, Any]:
     """Score a model folder on ``dataset``'s ``split``; returns the metrics dict and writes nothing.
 
     Writing it into the model folder is an explicit, separate step
     (:func:`medapp.reporting.model_folder.publish_evaluation`, ``evaluate --update-model``).
     """
     if dataset == "breastmnist":
+        if profile:
+            raise SiteProfileError("a site profile applies to a hospital's own images, not to BreastMNIST's 28 px "
+                                   "thumbnails; evaluate BreastMNIST without --profile")
         return evaluate_breastmnist(model_dir, split, n_boot=n_boot)
-    return evaluate_manifest(model_dir, dataset, split, n_boot=n_boot, localization=localization)
+    return evaluate_manifest(model_dir, dataset, split, n_boot=n_boot, localization=localization, profile=profile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,20 +20,37 @@ def binary_auc(is_positive: np.ndarray, score: np.ndarray) -> float:
 
 
 def bootstrap_auc_ci(is_positive: np.ndarray, score: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
-                     level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the AUC, resampling cases with replacement (one-class resamples skipped)."""
+                     level: float = 0.95, groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of the AUC, resampling cases with replacement (one-class resamples skipped); with
+    ``groups`` (each case's patient), whole patients are resampled, since one patient's images are not
+    independent evidence."""
+    return grouped_bootstrap_ci(lambda y, s: float(roc_auc_score(y, s)), is_positive, score, n_boot=n_boot,
+                                seed=seed, level=level, groups=groups)
+
+
+def grouped_bootstrap_ci(statistic: Callable[[np.ndarray, np.ndarray], float], is_positive: np.ndarray,
+                         score: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                         groups: np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``statistic(y, score)``, resampling cases (or whole ``groups``) with
+    replacement; resamples holding one class only are skipped; (NaN, NaN) when every resample does."""
     y = np.asarray(is_positive, dtype=bool)
     s = np.asarray(score, dtype=np.float64)
+    members: list[np.ndarray] = []
+    if groups is not None and len(y):
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
     rng = np.random.default_rng(seed)
-    aucs = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
+    values = []
+    for _ in range(n_boot if len(y) else 0):
+        idx = (rng.integers(0, len(y), len(y)) if groups is None
+               else np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]))
         if y[idx].all() or not y[idx].any():
             continue
-        aucs.append(roc_auc_score(y[idx], s[idx]))
-    if not aucs:  # one class only (e.g. a scanner with no cancers in the split): the AUC is undefined
+        values.append(statistic(y[idx], s[idx]))
+    values = [v for v in values if np.isfinite(v)]
+    if not values:  # one class only (e.g. a scanner with no cancers in the split): undefined
         return float("nan"), float("nan")
-    lo, hi = np.quantile(aucs, [(1 - level) / 2, 1 - (1 - level) / 2])
+    lo, hi = np.quantile(values, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
 

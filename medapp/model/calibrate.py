@@ -43,3 +43,42 @@ def choose_threshold(p_malignant: np.ndarray, is_malignant: np.ndarray, min_sens
         raise ValueError("cannot choose a threshold: no malignant cases in the calibration set")
     needed = int(np.ceil(min_sensitivity * pos.size))  # flag at least this many of the positives
     return float(pos[needed - 1])
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    q = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.log(q) - np.log1p(-q)
+
+
+def fit_platt(p_malignant: np.ndarray, is_malignant: np.ndarray, max_iter: int = 200) -> tuple[float, float]:
+    """Slope a and intercept b minimising the NLL of sigmoid(a * logit(p) + b) (Platt 1999, on the log-odds).
+
+    Unlike a temperature, the intercept can move every estimate up or down together, which is what a site with
+    another cancer prevalence or another scanner gain needs (the model was systematically low at a new hospital).
+    """
+    x = torch.as_tensor(_log_odds(p_malignant))
+    y = torch.as_tensor(np.asarray(is_malignant, dtype=np.float64))
+    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([params], lr=0.1, max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    slope, intercept = (float(v) for v in params.detach())
+    return slope, intercept
+
+
+def apply_platt(probs: np.ndarray, malignant_index: int, slope: float, intercept: float) -> np.ndarray:
+    """(N, C) probabilities with P(malignant) remapped by Platt scaling; the other classes keep their ratio to
+    each other and share what is left, so every row still sums to 1."""
+    p = np.asarray(probs, dtype=np.float64)
+    old = p[:, malignant_index]
+    new = 1.0 / (1.0 + np.exp(-(slope * _log_odds(old) + intercept)))
+    rest = np.clip(1.0 - old, 1e-12, None)
+    out = p * ((1.0 - new) / rest)[:, None]
+    out[:, malignant_index] = new
+    return out

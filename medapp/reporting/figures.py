@@ -15,6 +15,7 @@ from typing import Any
 
 import matplotlib
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..formatting import format_number
@@ -123,11 +124,16 @@ def reliability_figure(metrics: Mapping[str, Any]) -> Figure:
             if key in rel:
                 ax.plot(rel[key]["confidence"], rel[key]["accuracy"], style, color=colour,
                         label=f"{'after' if key == 'calibrated' else 'before'} calibration (ECE {format_number(ece)})")
-        ax.plot([0, 1], [0, 1], ":", color=_MUTED, label="perfect")
-        ax.set(xlabel="predicted P(malignant)", ylabel="observed malignant rate", xlim=(0, 1), ylim=(0, 1.02),
-               title="Reliability")
-        ax.legend(loc="upper left")
+        _finish_reliability(ax, "Reliability")
     return fig
+
+
+def _finish_reliability(ax: Axes, title: str) -> None:
+    """The diagonal, axes and legend every reliability plot shares."""
+    ax.plot([0, 1], [0, 1], ":", color=_MUTED, label="perfect")
+    ax.set(xlabel="predicted P(malignant)", ylabel="observed malignant rate", xlim=(0, 1), ylim=(0, 1.02),
+           title=title)
+    ax.legend(loc="upper left")
 
 
 def localization_figure(metrics: Mapping[str, Any]) -> Figure:
@@ -191,3 +197,20 @@ def write_plots(metrics: dict[str, Any], out_dir: Path, prefix: str) -> list[Pat
         path.write_bytes(figure_png(fig))
         paths.append(path)
     return paths
+
+
+def site_reliability_figure(report: Mapping[str, Any]) -> Figure:
+    """Local validation: reliability of the shipped calibration and, when fitted, the site profile's, on the
+    cases the report judges them on."""
+    with matplotlib.rc_context(_STYLE):
+        fig, ax = _figure()
+        rows = [("shipped calibration", "o--", _MUTED, report["shipped"]["metrics"])]
+        if report.get("profile") and "metrics" in report["profile"]:
+            rows.append((f"site profile {report['profile']['profile']['name']}", "o-", _ACCENT,
+                         report["profile"]["metrics"]))
+        for name, style, colour, m in rows:
+            rel = m["reliability"]
+            ax.plot(rel["confidence"], rel["accuracy"], style, color=colour,
+                    label=f"{name} (ECE {format_number(m['ece'])})")
+        _finish_reliability(ax, "Reliability at this site")
+    return fig

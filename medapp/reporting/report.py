@@ -40,6 +40,21 @@ def _picture(rgb: np.ndarray) -> Image.Image:
     return im
 
 
+def new_pdf(title: str, created: dt.datetime, pdf_class: type[FPDF] = FPDF) -> FPDF:
+    """An A4 document on its first page: metadata that names only medapp (no PHI in the file's properties) and
+    DejaVu regular and bold as "DejaVu" (matplotlib's copy, so nothing is fetched)."""
+    pdf = pdf_class(format="A4")
+    pdf.set_title(title)
+    pdf.set_creator("medapp")
+    pdf.set_producer("medapp")
+    pdf.set_creation_date(created)
+    pdf.add_font("DejaVu", "", str(_FONT_DIR / "DejaVuSans.ttf"))
+    pdf.add_font("DejaVu", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.add_page()
+    return pdf
+
+
 class _Report(FPDF):
     def footer(self) -> None:
         self.set_y(-12)
@@ -55,15 +70,7 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     An out-of-scope image shows no probability, category or overlay: only why it is outside intended use.
     """
     created = (created or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-    pdf = _Report(format="A4")
-    pdf.set_title("medapp decision-support report")
-    pdf.set_creator("medapp")
-    pdf.set_producer("medapp")
-    pdf.set_creation_date(created)
-    pdf.add_font("DejaVu", "", str(_FONT_DIR / "DejaVuSans.ttf"))
-    pdf.add_font("DejaVu", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
-    pdf.set_auto_page_break(True, margin=15)
-    pdf.add_page()
+    pdf = new_pdf("medapp decision-support report", created, _Report)
     width = pdf.epw
 
     pdf.set_font("DejaVu", "B", 16)
@@ -126,6 +133,7 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     pdf.cell(0, 7, "Model", new_x="LMARGIN", new_y="NEXT")
     row("Name and version", f"{prediction.model.get('name', card.name)} {prediction.model.get('version', card.version)}")
     row("Weights SHA-256", prediction.model.get("sha256", card.weights_sha256) or "not recorded", size=8)
+    row("Calibration", prediction.model.get("calibration", "the model card's (no site profile)"))
     pdf.ln(2)
     pdf.set_font("DejaVu", "B", 12)
     pdf.cell(0, 7, "Intended use", new_x="LMARGIN", new_y="NEXT")

@@ -105,6 +105,16 @@ class Workspace:
     def __init__(self, max_entries: int = MAX_CACHED_ANALYSES) -> None:
         self.max_entries = max_entries
         self._cache: OrderedDict[tuple[str, int, str | None], Analysis] = OrderedDict()
+        self._served: tuple[str, str] | None = None  # (weights, site profile) the cached results came from
+
+    def _use(self, predictor: Predictor) -> None:
+        """Forget every cached result when the model or the site profile changes: a result is never shown with
+        another calibration than the one in force."""
+        info = predictor.model_info
+        served = (info.get("sha256", ""), info.get("site_profile", ""))
+        if served != self._served:
+            self._cache.clear()
+            self._served = served
 
     def __len__(self) -> int:
         return len(self._cache)
@@ -129,6 +139,7 @@ class Workspace:
         A single upload is analysed with its heatmap at once (the common case: one round trip to the overlay);
         with several, the worklist needs probabilities only and the heatmap is made when an image is opened.
         """
+        self._use(predictor)
         shas = [u.sha256 for u in uploads]
         current = set(shas)
         for key in [k for k in self._cache if k[0] not in current]:
@@ -147,6 +158,7 @@ class Workspace:
     def open(self, predictor: Predictor, upload: Upload, *, frame: int | None = None, cam_method: str | None = None,
              audit: AuditLog | None = None) -> Analysis:
         """The analysis of one image with its heatmap, for the viewer (``frame`` of a multi-frame file)."""
+        self._use(predictor)
         key = (upload.sha256, frame or 0, cam_method)
         found = self._get(key)
         if found is None:

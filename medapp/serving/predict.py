@@ -41,6 +41,7 @@ from ..model.preprocess import (
 )
 from ..model.registry import cam_target_layer, resolve_layers
 from ..model.scope import ScopeGate
+from ..model.site_profile import SiteProfile, load_profile
 from ..model.views import configured_views
 from .likelihood import LikelihoodCategory, categorize_likelihood, decision_sentence
 from .quality import QualityFlag, assess_quality, describe_flag
@@ -127,12 +128,14 @@ class Predictor:
     """A loaded model folder: ``predict(image)`` -> :class:`Prediction`. Thread-safe."""
 
     def __init__(self, model: nn.Module, card: ModelCard, gate: ScopeGate, *, model_dir: Path | None = None,
-                 explain_config: dict[str, Any] | None = None) -> None:
+                 explain_config: dict[str, Any] | None = None, profile: SiteProfile | None = None) -> None:
         self.model = model.eval()
         self.model.requires_grad_(False)  # inference only; CAM gradients start at the target layer
         self.card = card
         self.gate = gate
         self.model_dir = model_dir
+        # a site's own calibration and threshold on top of the card's (medapp.model.site_profile), or None
+        self.profile = profile
         # how heatmaps are made: the card's "explain" entry (target_layer, method, flip_average, shift, smooth);
         # a benchmark may pass another (bench/cam_choice.py)
         cfg = dict(explain_config if explain_config is not None else card.explain)
@@ -150,16 +153,32 @@ class Predictor:
         self._lock = threading.RLock()
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path | None = None) -> Predictor:
+    def from_dir(cls, model_dir: str | Path | None = None, *, profile: str | None = None) -> Predictor:
         """Load ``model_dir`` (default :func:`~medapp.model.checkpoint.default_model_dir`), verifying the weights'
-        SHA-256 against the card."""
+        SHA-256 against the card; ``profile`` names a site profile saved beside it (refused if fitted for other
+        weights)."""
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         card, model = load_model(model_dir)
-        return cls(model, card, ScopeGate.load(model_dir, card), model_dir=model_dir)
+        site = load_profile(model_dir, profile, card) if profile else None
+        return cls(model, card, ScopeGate.load(model_dir, card), model_dir=model_dir, profile=site)
 
     @property
     def model_info(self) -> dict[str, str]:
-        return {"name": self.card.name, "version": self.card.version, "sha256": self.card.weights_sha256}
+        info = {"name": self.card.name, "version": self.card.version, "sha256": self.card.weights_sha256}
+        if self.profile is not None:
+            info["site_profile"] = self.profile.name
+            info["calibration"] = self.profile.label
+        return info
+
+    @property
+    def threshold(self) -> float:
+        """The operating threshold in force: the site profile's, else the card's."""
+        return float(self.profile.threshold if self.profile is not None else self.card.threshold)
+
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """(N, C) headline logits -> the probabilities shown: softmax(logits / T), then the site profile's map."""
+        probs = softmax(logits, self.card.temperature)
+        return self.profile.apply(probs, self.card.malignant_index) if self.profile is not None else probs
 
     def _class_index(self, target: str | int | None, default: int) -> int:
         names = self.card.class_names
@@ -224,9 +243,8 @@ class Predictor:
                 timer.lap("cam_redo")
                 heatmaps = [_restore(m, g) for m, g in zip(maps, geometries, strict=True)]
                 timer.lap("restore")
-        temperature = self.card.temperature
-        probs = softmax(head.numpy(), temperature)
-        view_probs = (softmax(views_logits.reshape(-1, head.shape[1]).numpy(), temperature)
+        probs = self.calibrated(head.numpy())
+        view_probs = (self.calibrated(views_logits.reshape(-1, head.shape[1]).numpy())
                       .reshape(len(self.views), n, -1) if views_logits is not None and use_views else None)
         timing = timer.total()
         return [self._build(images[i], probs[i], None if view_probs is None else view_probs[:, i], float(scores[i]),
@@ -256,21 +274,24 @@ class Predictor:
                            f"{self.gate.threshold:.2f}); the model was not made for it")
         in_scope = not reasons
         notes = list(image.notes)
+        threshold = self.threshold
+        if self.profile is not None:
+            notes.append(f"{self.profile.label} (site profile; the shipped calibration and threshold are not used)")
         if n_views > 1:
             kinds = "mirror, shifts" if any(flip for flip, _, _ in self.views) else "shifts"
             notes.append(f"uncertainty: std of P(malignant) over {n_views} test-time views ({kinds})")
         return Prediction(
             probabilities={name: float(probs[j]) for j, name in enumerate(names)},
             p_malignant=p,
-            threshold=float(card.threshold),
-            decision=bool(p >= card.threshold),
-            decision_text=decision_sentence(p, card.threshold) if in_scope else OUTSIDE_INTENDED_USE,
+            threshold=threshold,
+            decision=bool(p >= threshold),
+            decision_text=decision_sentence(p, threshold) if in_scope else OUTSIDE_INTENDED_USE,
             label=label,
-            category=categorize_likelihood(p, label=label, threshold=card.threshold,
+            category=categorize_likelihood(p, label=label, threshold=threshold,
                                            normal_ceiling=policy.normal_ceiling),
             uncertainty=uncertainty,
             low_confidence=bool(uncertainty > policy.uncertainty_limit
-                                or abs(p - card.threshold) < policy.threshold_margin),
+                                or abs(p - threshold) < policy.threshold_margin),
             in_scope=in_scope,
             scope_score=score,
             scope_threshold=float(self.gate.threshold),
