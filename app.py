@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from medapp.reporting.icon import app_icon
 from pages.common import FRAME_KEY, return_to_page, sidebar
 
-st.set_page_config(page_title="medapp · breast ultrasound", page_icon=":material/radiology:", layout="wide")
+# The tab icon is drawn locally: a Material or emoji icon would be fetched from a font host outside the hospital.
+st.set_page_config(page_title="medapp · breast ultrasound", page_icon=app_icon(), layout="wide")
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
     st.Page("pages/performance.py", title="Model performance", icon=":material/monitoring:"),

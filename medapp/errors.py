@@ -40,3 +40,7 @@ class ManifestError(MedAppError, ValueError):
 
 class SiteProfileError(MedAppError, ValueError):
     """A site profile cannot be fitted (too few local cases) or applied (another model, a malformed file)."""
+
+
+class AuditLogError(MedAppError, OSError):
+    """The audit log cannot be written or read; no result is shown that the log did not record."""

@@ -12,6 +12,7 @@ import streamlit as st
 
 from medapp.errors import MedAppError, SiteProfileError
 from medapp.intake.privacy import AuditLog
+from medapp.markup import plain
 from medapp.model.checkpoint import default_model_dir
 from medapp.model.site_profile import profile_path
 from medapp.reporting.dashboard import load_history, load_metrics
@@ -52,8 +53,9 @@ def load_predictor(model_dir: str, profile: str | None = None, _stamp: float = 0
     return Predictor.from_dir(model_dir, profile=profile)
 
 
-@st.cache_resource
 def audit_log() -> AuditLog:
+    """The deployment's audit log (a path, cheap to build each run; not cached, so a changed MEDAPP_AUDIT_LOG is
+    followed)."""
     return open_audit_log()
 
 
@@ -75,10 +77,10 @@ def get_predictor() -> Predictor | None:
         return load_predictor(model_dir, chosen, file_stamp(model_dir, str(profile_path(model_dir, chosen))))
     except SiteProfileError as e:  # removed or fitted for other weights: back to the card, and say so
         st.session_state[PROFILE_KEY] = SHIPPED
-        st.warning(f"The site profile could not be used, so the shipped calibration is: {e}")
+        st.warning(f"The site profile could not be used, so the shipped calibration is: {plain(e)}")
         return get_predictor()
     except MedAppError as e:
-        st.error(f"The model could not be loaded: {e}")
+        st.error(f"The model could not be loaded: {plain(e)}")
         return None
 
 
@@ -86,7 +88,7 @@ def current_model_dir() -> str | None:
     try:
         return str(default_model_dir())
     except MedAppError as e:
-        st.error(f"No model folder: {e}")
+        st.error(f"No model folder: {plain(e)}")
         return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from medapp.formatting import format_probability
+from medapp.markup import plain
 from medapp.model.explain import colorbar_image, list_cam_methods
 from medapp.reporting.report import build_report_pdf, overlay_png
 from medapp.serving.analysis import Upload, Workspace, viewer_images, worklist_rows
@@ -26,7 +27,7 @@ cam_method = st.session_state.get("cam_method", predictor.default_cam_method)
 with st.spinner("Analysing…"):
     analyses = workspace.analyze(predictor, uploads, cam_method=cam_method, audit=audit_log())
 for refused in (a for a in analyses if a.error):
-    st.error(f"**{refused.name}** was not analysed: {refused.error}")
+    st.error(f"**{plain(refused.name)}** was not analysed: {plain(refused.error)}")
 rows = worklist_rows(analyses)
 if not rows:
     st.stop()
@@ -61,7 +62,7 @@ with st.spinner("Computing the heatmap…"):
 prediction = analysis.prediction
 original, overlay = viewer_images(analysis, opacity=opacity, window=window)
 
-st.subheader(analysis.name)
+st.subheader(plain(analysis.name))
 pictures, result = st.columns([3, 2], gap="large")
 with pictures:
     left, right = st.columns(2)
@@ -72,7 +73,7 @@ with pictures:
 with result:
     if not analysis.in_scope:
         st.warning("**Outside the model's intended use: no result is shown for this image.**  \n"
-                   + "  \n".join(f"- {r}" for r in prediction.out_of_scope_reasons), icon=":material/block:")
+                   + "  \n".join(f"- {plain(r)}" for r in prediction.out_of_scope_reasons), icon=":material/block:")
     else:
         st.metric("Probability of malignancy (calibrated)", format_probability(prediction.p_malignant),
                   help=f"Uncertainty ±{prediction.uncertainty:.1%} over {prediction.tta_views} test-time views")
@@ -97,4 +98,4 @@ with result:
                   "frame": f"{analysis.image.frame_index + 1} of {analysis.image.frame_count}",
                   **analysis.image.metadata})
         for note in analysis.image.notes:
-            st.caption(note)
+            st.caption(plain(note))

@@ -10,6 +10,7 @@ from typing import Any
 
 import streamlit as st
 
+from medapp.markup import plain
 from medapp.reporting.figures import figure_png, site_reliability_figure
 from medapp.reporting.validation_report import VERDICT_WORDS, build_validation_pdf, category_lines, metrics_line
 
@@ -35,7 +36,7 @@ def show_site_report(report: dict[str, Any]) -> None:
                 st.dataframe([{"device": d, **v} for d, v in section["metrics"]["per_device"].items()], hide_index=True)
     st.image(figure_png(site_reliability_figure(report)), width=480)
     if report.get("profile") and "error" in report["profile"]:
-        st.warning(f"No site profile: {report['profile']['error']}")
+        st.warning(f"No site profile: {plain(report['profile']['error'])}")
     if report["problems"] or report["scope"]["refused"]:
         with st.expander(f"Images not scored ({len(report['problems'])}) or refused by the scope gate "
                          f"({len(report['scope']['refused'])})"):

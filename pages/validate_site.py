@@ -7,6 +7,7 @@ import streamlit as st
 from medapp.data.local_cases import check_table_size, open_zip_cases, upload_cases
 from medapp.errors import MedAppError
 from medapp.evaluation.local_validation import validate_site
+from medapp.markup import plain
 from medapp.model.site_profile import MIN_MALIGNANT, MIN_NON_MALIGNANT, list_profiles
 from pages.common import current_model_dir, load_predictor, require_frame
 from pages.site_report import show_site_report
@@ -53,7 +54,7 @@ try:
                 labels = {row["image"]: row["label"] or "" for row in table}
             cases = upload_cases(files, labels_csv, labels)
 except MedAppError as e:
-    st.error(str(e))
+    st.error(plain(e))
     st.stop()
 
 holdout_on = st.toggle("Judge the profile on held-out patients (recommended)", value=True,
@@ -69,7 +70,7 @@ if cases is not None and st.button(f"Validate {len(cases.cases)} images", type="
             load_predictor(model_dir), cases, holdout=holdout, profile_name="candidate",
             progress=lambda done, total: bar.progress(done / max(total, 1), text=f"Scored {done} of {total} images"))
     except MedAppError as e:
-        st.error(str(e))
+        st.error(plain(e))
         st.stop()
     bar.empty()
     st.session_state[REPORT_KEY] = (report, profile)
@@ -85,7 +86,7 @@ if profile is not None:
                 f"({profile.n_malignant} malignant): threshold {profile.threshold:.3f}. "
                 "Once saved it can be chosen under *Calibration* in the sidebar; the shipped card is not changed.")
     for note in profile.notes:
-        st.warning(note)
+        st.warning(plain(note))
     name = st.text_input("Profile name (letters, digits, '.', '_', '-')", key="profile_name")
     confirmed = st.checkbox("I confirm these are this site's biopsy-proven or followed-up cases, and that results "
                             "calibrated with this profile will say so.", key="profile_confirm")
@@ -96,4 +97,4 @@ if profile is not None:
             path = profile.renamed(name).save(model_dir)
             st.success(f"Saved site profile {name!r} ({path.name}); choose it under Calibration in the sidebar.")
         except MedAppError as e:
-            st.error(str(e))
+            st.error(plain(e))

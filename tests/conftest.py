@@ -13,6 +13,22 @@ from medapp.settings import reload_settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_audit_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The suite's audit entries (the app's and ``predict``'s, subprocesses included) go to a scratch file, never
+    into the project's ``artifacts/``; a test that checks entries sets its own ``MEDAPP_AUDIT_LOG``."""
+    import os
+
+    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
+    before = os.environ.get("MEDAPP_AUDIT_LOG")
+    os.environ["MEDAPP_AUDIT_LOG"] = str(path)
+    yield path
+    if before is None:
+        os.environ.pop("MEDAPP_AUDIT_LOG", None)
+    else:
+        os.environ["MEDAPP_AUDIT_LOG"] = before
+
+
 @pytest.fixture(autouse=True)
 def fresh_settings() -> Iterator[None]:
     """Each test reads the environment afresh, and leaves no settings behind (a test that sets a ``MEDAPP_*``

@@ -116,3 +116,41 @@ def pdf_bytes() -> bytes:
         b"%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] /Count 0 >> "
         b"endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"
     )
+
+
+def compressed_dicom_declaring(codec: str, side: int, *, rows: int = 256, columns: int = 256) -> bytes:
+    """A DICOM whose Rows/Columns say ``rows`` x ``columns`` but whose JPEG (``codec="jpeg"``) or JPEG 2000
+    (``"j2k"``) codestream declares ``side`` x ``side``: the compressed-DICOM decompression bomb of issue 12.
+    The codestream is a real one, encoded by Pillow, with its frame header's size patched."""
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
+
+    gradient = (np.arange(rows * columns, dtype=np.uint32) % 251).astype(np.uint8).reshape(rows, columns)
+    if codec == "jpeg":
+        stream = bytearray(encode(gradient, "JPEG", quality=90))
+        sof = stream.find(b"\xff\xc0")
+        stream[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
+        syntax = JPEGBaseline8Bit
+    else:
+        stream = bytearray(encode(gradient, "JPEG2000", no_jp2=True, irreversible=False))
+        siz = stream.find(b"\xff\x4f\xff\x51") + 4
+        stream[siz + 4 : siz + 12] = struct.pack(">II", side, side)
+        syntax = JPEG2000Lossless
+    ds = make_dataset(gradient, modality="US")
+    ds.file_meta.TransferSyntaxUID = syntax
+    ds.PixelData = encapsulate([bytes(stream)])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    return dicom_bytes(ds)
+
+
+def dicom_nested(depth: int) -> bytes:
+    """A small valid image DICOM with Content Sequences nested ``depth`` deep (undefined lengths, written by
+    hand: pydicom's writer itself recurses), inserted before the pixel data."""
+    sq = b"\x40\x00\x30\xa7SQ\x00\x00\xff\xff\xff\xff"  # (0040,A730) SQ, undefined length
+    item, item_end, sq_end = (b"\xfe\xff\x00\xe0\xff\xff\xff\xff", b"\xfe\xff\x0d\xe0\x00\x00\x00\x00",
+                              b"\xfe\xff\xdd\xe0\x00\x00\x00\x00")
+    nested = (sq + item) * depth + (item_end + sq_end) * depth
+    base = dicom_bytes(make_dataset(np.zeros((64, 64), np.uint8), modality="US"))
+    at = base.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data
+    return base[:at] + nested + base[at:]

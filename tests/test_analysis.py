@@ -48,6 +48,32 @@ def test_audit_entry_has_outputs_but_no_file_name(tmp_path):
     assert entry["model"]["name"] == "test_model" and entry["outputs"]["frame_index"] == 0
 
 
+def test_an_unwritable_audit_log_says_so_and_no_unlogged_result_is_shown(tmp_path):
+    """Issue 12, item 9: the message names the log and what to do; the analysis carries no prediction."""
+    blocked = tmp_path / "not_a_folder"
+    blocked.write_text("a file where the log's folder should be")
+    audit = AuditLog(blocked / "audit.jsonl")
+    analysis = analyze_upload(StubPredictor(), _upload("a.png", 0.6), audit=audit)
+    assert not analysis.ok and analysis.prediction is None
+    assert "audit log" in analysis.error and "cannot be written" in analysis.error and "MEDAPP_AUDIT_LOG" in analysis.error
+    refused = analyze_upload(StubPredictor(), Upload("b.png", b"\x89PNG broken"), audit=audit)
+    assert not refused.ok and "cannot be written" in refused.error
+
+
+def test_audit_log_survives_a_torn_line(tmp_path, caplog):
+    """A crash mid-write leaves a partial last line: reading skips it (saying which), and the next entry starts on
+    a line of its own instead of being glued to it."""
+    audit = AuditLog(tmp_path / "audit.jsonl")
+    analyze_upload(StubPredictor(), _upload("a.png", 0.6), audit=audit)
+    with open(tmp_path / "audit.jsonl", "ab") as f:
+        f.write(b'{"time_utc": "2026-')  # torn
+    analyze_upload(StubPredictor(), _upload("b.png", 0.4, 1), audit=audit)
+    with caplog.at_level("WARNING"):
+        entries = audit.read()
+    assert len(entries) == 2 and all("file_sha256" in e for e in entries)
+    assert "line 2 is not a whole entry" in caplog.text
+
+
 def test_workspace_caches_and_drops_files_no_longer_uploaded():
     predictor, ws = StubPredictor(), Workspace()
     a, b = _upload("a.png", 0.3, 1), _upload("b.png", 0.7, 2)

@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "medapp"
 # Lowest first: a module may import its own layer and the layers before it, never one after it.
 LAYERS = (
-    {"medapp", "medapp.errors", "medapp.choices", "medapp.settings", "medapp.formatting"},
+    {"medapp", "medapp.errors", "medapp.choices", "medapp.settings", "medapp.formatting", "medapp.markup"},
     {"medapp.intake"},
     {"medapp.model"},
     {"medapp.data"},

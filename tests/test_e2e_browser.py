@@ -90,6 +90,40 @@ def test_upload_heatmap_report_and_dashboard(server, app_model_dir, tmp_path):  
     assert (shots / "diagnose.png").stat().st_size > 20_000
 
 
+def test_hostile_file_names_show_as_text_and_fetch_nothing(server, tmp_path):
+    """Issue 12, item 7: file names are shown literally, in the refusal box and as a result's heading; no link or
+    image forms from them, and the page requests nothing from outside the app (hospital networks are offline)."""
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    refused_name = "[Open the full report](https:host.invalid) ![t](https:host.invalid).png"
+    shown_name = ":red[alert] **scan** <b>x</b> ![t](https:host.invalid).png"
+    outside = []
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.on("request", lambda r: None if r.url.startswith(server.url) or r.url.startswith("data:")
+                    or r.url.startswith("blob:") else outside.append(r.url))
+            page.goto(server.url)
+            page.get_by_text(DECISION_SUPPORT).wait_for()
+            with page.expect_file_chooser() as chooser:
+                page.locator("[data-testid=stFileUploaderDropzone] button").first.click()
+            chooser.value.set_files([
+                {"name": refused_name, "mimeType": "image/png", "buffer": b"not an image at all"},
+                {"name": shown_name, "mimeType": "image/png", "buffer": busi_test_image("benign", 0).read_bytes()},
+            ])
+            page.get_by_test_id("stAlertContentError").filter(has_text="was not analysed").wait_for()
+            page.get_by_test_id("stMetricValue").first.wait_for()
+            main = page.get_by_test_id("stMain")
+            assert refused_name in main.get_by_test_id("stAlertContentError").first.inner_text()
+            assert main.get_by_role("heading", name=shown_name).count() == 1  # literal, asterisks and all
+            assert main.locator("a", has_text="Open the full report").count() == 0
+            assert main.locator("img[src*='host.invalid']").count() == 0 and main.locator("b", has_text="x").count() == 0
+        finally:
+            browser.close()
+    assert outside == []  # nothing from outside the app: not the names' links, not a favicon from a font host
+
+
 def _busbra_zip(n_per_class: int) -> bytes:
     """BUS-BRA test images in malignant/ and benign/ folders: a small labelled set as a hospital would zip it."""
     import zipfile

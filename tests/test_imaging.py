@@ -12,7 +12,16 @@ import numpy as np
 import pydicom
 import pydicom.data
 import pytest
-from intake_fixtures import dicom_bytes, dicom_data_dir, encode, make_dataset, pdf_bytes, png_declaring
+from intake_fixtures import (
+    compressed_dicom_declaring,
+    dicom_bytes,
+    dicom_data_dir,
+    dicom_nested,
+    encode,
+    make_dataset,
+    pdf_bytes,
+    png_declaring,
+)
 from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
 from pydicom.pixels.processing import convert_color_space
@@ -333,18 +342,90 @@ def test_missing_file_and_folder_are_typed(tmp_path):
         load_image(42)  # type: ignore[arg-type]
 
 
+def test_a_later_tiff_page_is_checked_against_the_pixel_limit_before_decoding():
+    """Issue 12, item 2: page 1 is small, page 2 declares more pixels than the limit; only page 2 is refused."""
+    pages = [Image.fromarray(np.zeros((40, 40), dtype=np.uint8)), Image.fromarray(np.zeros((400, 400), dtype=np.uint8))]
+    buf = io.BytesIO()
+    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:], compression="tiff_deflate")
+    limits = IntakeLimits(max_pixels=100_000)
+    assert load_image(buf.getvalue(), limits=limits).frame_count == 2
+    with pytest.raises(UnsupportedImageError, match="TIFF page 2 declares 400x400 px.*possible decompression bomb"):
+        load_image(buf.getvalue(), frame=1, limits=limits)
+
+
+def test_only_regular_files_are_read_and_never_past_the_size_limit(tmp_path):
+    """Issue 12, item 3: a link to /dev/zero, a FIFO without a writer (which would block) and a sparse file over the
+    limit are refused at once, before any byte is read; a link to a real image is followed."""
+    import os
+    import time
+
+    from medapp.intake.limits import read_regular_file
+
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "pipe.png")
+    with open(tmp_path / "sparse.png", "wb") as f:
+        f.truncate(20 * 1024**3)  # 20 GB of holes: no disk used, but st_size says 20 GB
+    png = encode(RNG.integers(0, 256, (40, 40), dtype=np.uint8), "PNG")
+    (tmp_path / "real.png").write_bytes(png)
+    (tmp_path / "link.png").symlink_to(tmp_path / "real.png")
+    start = time.perf_counter()
+    for name, message in (("zero.png", "not a regular file"), ("pipe.png", "not a regular file"),
+                          ("sparse.png", "over the 128 MB limit")):
+        with pytest.raises(MedAppError, match=message):
+            load_image(tmp_path / name)
+        with pytest.raises(MedAppError, match=message):
+            read_regular_file(tmp_path / name, IntakeLimits())
+    assert time.perf_counter() - start < 5
+    assert load_image(tmp_path / "link.png").pixels.shape == (40, 40)
+
+
+def test_predict_cli_refuses_devices_pipes_and_oversized_files_without_reading_them(tmp_path):
+    import os
+
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    os.mkfifo(tmp_path / "pipe.png")
+    with open(tmp_path / "sparse.png", "wb") as f:
+        f.truncate(20 * 1024**3)
+    result = subprocess.run([sys.executable, "-m", "medapp", "predict", *(str(tmp_path / n) for n in
+                             ("zero.png", "pipe.png", "sparse.png"))], capture_output=True, text=True, timeout=300,
+                            cwd=PROJECT_ROOT, check=False)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.count("not a regular file") == 2 and "over the 128 MB limit" in result.stderr
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "j2k"])
+def test_compressed_dicom_codestream_must_agree_with_rows_and_columns(codec):
+    honest = load_image(compressed_dicom_declaring(codec, 256))  # the same file, unpatched in size, decodes
+    assert honest.original_size == (256, 256)
+    with pytest.raises(UnsupportedImageError, match="60000x60000 px.*possible decompression bomb"):
+        load_image(compressed_dicom_declaring(codec, 60000))
+    with pytest.raises(UnsupportedImageError, match="declares 400x400 px but the header says 256x256"):
+        load_image(compressed_dicom_declaring(codec, 400))
+
+
+def test_deeply_nested_sequences_are_refused_before_any_recursive_work():
+    """Issue 12, item 3: 3,000 levels drove de-identification past 5 GB; a few levels are normal."""
+    assert load_image(dicom_nested(5)).original_size == (64, 64)
+    for depth in (40, 3000):
+        with pytest.raises(UnsupportedImageError, match="nested more than 32 deep"):
+            load_image(dicom_nested(depth))
+
+
 def test_decompression_bombs_refused_within_200mb():
-    """Peak memory of a fresh process that loads both bombs stays within 200 MB of its baseline."""
+    """Peak memory of a fresh process that loads every bomb stays within 200 MB of its baseline: PNGs and a DICOM
+    declaring too many pixels, and compressed DICOMs whose Rows/Columns say 256 but whose JPEG or JPEG 2000
+    codestream says 60000 or 12000 (issue 12, item 1: the codestream's own header is checked before decoding)."""
     script = textwrap.dedent(
         f"""
         import resource, sys
         sys.path[:0] = [{str(PROJECT_ROOT)!r}, {str(Path(__file__).parent)!r}]
-        from intake_fixtures import png_declaring, make_dataset, dicom_bytes
+        from intake_fixtures import compressed_dicom_declaring, png_declaring, make_dataset, dicom_bytes
         import numpy as np
         from medapp.intake.imaging import load_image
         from medapp.errors import UnsupportedImageError
         ds = make_dataset(np.zeros((8, 8), np.uint8)); ds.Rows = ds.Columns = 30000
-        bombs = [png_declaring(30000, 30000), png_declaring(12000, 12000), dicom_bytes(ds)]
+        bombs = [png_declaring(30000, 30000), png_declaring(12000, 12000), dicom_bytes(ds),
+                 *(compressed_dicom_declaring(codec, side) for codec in ("jpeg", "j2k") for side in (60000, 12000))]
         load_image(dicom_bytes(make_dataset(np.zeros((64, 64), np.uint8))))  # warm up imports before measuring
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         for bomb in bombs:

@@ -17,6 +17,7 @@ from PIL import Image
 
 from medapp.cli import main
 from medapp.errors import ModelLoadError
+from medapp.intake.privacy import AuditLog
 from medapp.model import checkpoint as checkpoint_module
 from medapp.model.checkpoint import default_model_dir
 from medapp.serving import predict as predict_module
@@ -220,7 +221,8 @@ def _png(path: Path, pixels: np.ndarray) -> Path:
 
 
 def test_cli_predict_json_folder_overlays_and_refusals(tiny_model_dir: Path, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+                                                       capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "scans"
     folder.mkdir()
     _png(folder / "a.png", speckle_image(200, 260, seed=1))
@@ -229,6 +231,8 @@ def test_cli_predict_json_folder_overlays_and_refusals(tiny_model_dir: Path, tmp
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     single = _png(tmp_path / "c.png", speckle_image(230, 250, seed=3))
     overlays = tmp_path / "overlays"
+    monkeypatch.setenv("MEDAPP_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    reload_settings()
     code = main(["predict", str(folder), str(single), str(tmp_path / "missing.png"), "--model", str(tiny_model_dir),
                  "--json", "--overlay-dir", str(overlays), "--batch-size", "2"])
     out, err = capsys.readouterr()
@@ -248,6 +252,11 @@ def test_cli_predict_json_folder_overlays_and_refusals(tiny_model_dir: Path, tmp
     assert sorted(p.name for p in overlays.iterdir()) == ["a_overlay.png", "b_overlay.png", "c_overlay.png"]
     with Image.open(overlays / "a_overlay.png") as im:
         assert im.size == (260, 200) and im.mode == "RGB"
+    # every result and the refusal are in the audit log, as in the app: hashes, no file names
+    audit = AuditLog(tmp_path / "audit.jsonl").read()
+    assert [e["file_sha256"] for e in audit if "p_malignant" in e["outputs"]] == [r["file_sha256"] for r in rows]
+    assert sum("refused" in e["outputs"] for e in audit) == 1
+    assert "a.png" not in (tmp_path / "audit.jsonl").read_text()
 
 
 def test_cli_predict_human_output(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

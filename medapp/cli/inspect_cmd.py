@@ -20,7 +20,10 @@ from PIL import Image
 
 from ..errors import MedAppError
 from ..intake.imaging import load_image
+from ..intake.limits import IntakeLimits, read_regular_file
 from ..intake.medical_image import MedicalImage
+from ..markup import one_line
+from ..settings import get_settings
 
 EXIT_REFUSED = 2
 
@@ -77,7 +80,7 @@ def _write_deidentified(data: bytes, image: MedicalImage, out_dir: Path) -> tupl
 
 
 def _print_text(name: str, info: dict[str, Any], out: Any) -> None:
-    print(name, file=out)
+    print(one_line(name), file=out)
     print(f"  kind: {info['source_kind']}", file=out)
     print(f"  size: {info['width']} x {info['height']} px (width x height)", file=out)
     print(f"  frame: {info['frame_index'] + 1} of {info['frame_count']}", file=out)
@@ -85,9 +88,9 @@ def _print_text(name: str, info: dict[str, Any], out: Any) -> None:
         row, col = info["pixel_spacing_mm"]
         print(f"  pixel spacing: {row:g} x {col:g} mm (row x column)", file=out)
     for key, value in sorted(info["metadata"].items()):
-        print(f"  {key.replace('_', ' ')}: {value}", file=out)
+        print(f"  {key.replace('_', ' ')}: {one_line(value)}", file=out)
     for note in info["notes"]:
-        print(f"  note: {note}", file=out)
+        print(f"  note: {one_line(note)}", file=out)
     if info.get("deidentified_to"):
         print(f"  de-identified copy: {info['deidentified_to']}", file=out)
 
@@ -100,15 +103,16 @@ def run(args: argparse.Namespace) -> int:
             image = load_image(Path(name), frame=args.frame)
             info = describe(image)
             if args.deidentify_to:
-                target, privacy_warnings = _write_deidentified(Path(name).read_bytes(), image, args.deidentify_to)
+                original = read_regular_file(name, IntakeLimits.from_settings(get_settings()))
+                target, privacy_warnings = _write_deidentified(original, image, args.deidentify_to)
                 info["deidentified_to"] = str(target)
                 info["privacy_warnings"] = privacy_warnings
                 for message in privacy_warnings:
-                    print(f"warning: {name}: {message}", file=sys.stderr)
+                    print(f"warning: {one_line(name)}: {message}", file=sys.stderr)
         except (MedAppError, OSError) as e:
             refused += 1
             reason = str(e) if isinstance(e, MedAppError) else f"cannot read or write the file ({type(e).__name__})"
-            print(f"error: {name}: {reason}", file=sys.stderr)
+            print(f"error: {one_line(name)}: {one_line(reason)}", file=sys.stderr)
             results.append({"file": name, "ok": False, "error": type(e).__name__, "message": reason})
             continue
         results.append({"file": name, "ok": True, **info})

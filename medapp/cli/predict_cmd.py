@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..markup import one_line
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -58,16 +60,21 @@ def expand_paths(paths: list[str]) -> Iterator[tuple[Path, str | None]]:
             yield from ((f, None) for f in files)
         elif path.is_file():
             yield path, None
+        elif path.exists():
+            yield path, "is not a regular file (a device, pipe or socket); choose an image file"
         else:
             yield path, "no such file or folder"
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import MedAppError
+    from ..errors import AuditLogError, MedAppError
     from ..intake.imaging import load_image
+    from ..intake.limits import IntakeLimits, read_regular_file
     from ..intake.privacy import sha256_bytes
     from ..model.explain import check_cam_method
+    from ..serving.analysis import audit_outputs, open_audit_log
     from ..serving.predict import Predictor
+    from ..settings import get_settings
 
     if args.batch_size < 1:
         raise SystemExit("error: --batch-size must be at least 1")
@@ -81,10 +88,13 @@ def run(args: argparse.Namespace) -> int:
     if args.overlay_dir:
         args.overlay_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
+    limits = IntakeLimits.from_settings(get_settings())
+    audit = open_audit_log()  # every result and refusal is recorded, as in the app (no file names)
     batch: list[tuple[Path, str, float, MedicalImage]] = []
     written: set[Path] = set()
 
     def flush() -> None:
+        nonlocal failures
         if not batch:
             return
         preds = predictor.predict_batch([b[3] for b in batch], cam_method=args.cam, target=args.target,
@@ -92,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
                                         allow_slow_cam=args.allow_slow_cam)
         for (path, digest, decode_ms, image), pred in zip(batch, preds):
             pred.timing_ms = {"decode": decode_ms, **pred.timing_ms, "total": pred.timing_ms["total"] + decode_ms}
+            try:
+                audit.record(file_sha256=digest, model=pred.model, outputs=audit_outputs(pred, image))
+            except AuditLogError as e:  # never print a result the log did not record
+                print(f"error: {one_line(path)}: {e}", file=sys.stderr)
+                failures += 1
+                continue
             if args.overlay_dir is not None and pred.heatmap is not None:
                 written.add(_write_overlay(args.overlay_dir, path, image, pred.heatmap, args.opacity, written))
             if args.json:
@@ -102,16 +118,25 @@ def run(args: argparse.Namespace) -> int:
 
     for path, problem in expand_paths(args.paths):
         if problem:
-            print(f"error: {path}: {problem}", file=sys.stderr)
+            print(f"error: {one_line(path)}: {problem}", file=sys.stderr)
             failures += 1
             continue
         t0 = time.perf_counter()
         try:
-            data = path.read_bytes()
-            image = load_image(data)
-        except (MedAppError, OSError) as e:
-            print(f"error: {path}: {e}", file=sys.stderr)
+            data = read_regular_file(path, limits)  # size checked before reading; no devices or pipes
+        except MedAppError as e:
+            print(f"error: {one_line(path)}: {one_line(e)}", file=sys.stderr)
             failures += 1
+            continue
+        try:
+            image = load_image(data)
+        except MedAppError as e:
+            print(f"error: {one_line(path)}: {one_line(e)}", file=sys.stderr)
+            failures += 1
+            try:
+                audit.record(file_sha256=sha256_bytes(data), model=predictor.model_info, outputs={"refused": str(e)})
+            except AuditLogError as unlogged:
+                print(f"error: {unlogged}", file=sys.stderr)
             continue
         batch.append((path, sha256_bytes(data), (time.perf_counter() - t0) * 1000.0, image))
         if len(batch) >= args.batch_size:
@@ -138,9 +163,9 @@ def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.nd
 
 def _human_line(path: Path, pred: Prediction) -> str:
     if not pred.in_scope:
-        return f"{path}: OUTSIDE INTENDED USE — {'; '.join(pred.out_of_scope_reasons)}"
+        return f"{one_line(path)}: OUTSIDE INTENDED USE — {'; '.join(pred.out_of_scope_reasons)}"
     from ..formatting import format_percent
 
     flag = "  [low confidence]" if pred.low_confidence else ""
-    return (f"{path}: {pred.decision_text}; {pred.category.label}; top class {pred.label}; "
+    return (f"{one_line(path)}: {pred.decision_text}; {pred.category.label}; top class {pred.label}; "
             f"uncertainty ±{format_percent(pred.uncertainty)}{flag}")

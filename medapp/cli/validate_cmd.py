@@ -58,15 +58,16 @@ def run(args: argparse.Namespace) -> int:
 
 def summary_text(report: dict[str, Any]) -> str:
     """The report in a few lines for the terminal."""
+    from ..markup import one_line
     from ..reporting.validation_report import metrics_line
 
     lines = [(f"{report['model']['name']} on {report['source']}: {report['scored']} of {report['rows_given']} rows "
               f"scored ({', '.join(f'{n} {c}' for c, n in report['counts'].items() if n)}); scope gate passed "
               f"{report['scope']['pass_rate']:.1%}")]
     for p in report["problems"]:
-        lines.append(f"  not scored: {p['where']}: {p['problem']}")
+        lines.append(f"  not scored: {one_line(p['where'])}: {one_line(p['problem'])}")
     for r in report["scope"]["refused"][:20]:
-        lines.append(f"  refused by the scope gate or quality checks: {r['image']}: {'; '.join(r['reasons'])}")
+        lines.append(f"  refused by the scope gate or quality checks: {one_line(r['image'])}: {'; '.join(r['reasons'])}")
     if report["holdout"]:
         h = report["holdout"]
         lines.append(f"hold-out: {h['held_out']} in-scope images of held-out patients reported, {h['fitted_on']} "

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from ..errors import DataNotFoundError, ManifestError
-from ..intake.limits import IntakeLimits, check_file_size
+from ..intake.limits import IntakeLimits, check_file_size, read_regular_file
 from ..model.card import CLASS_NAMES
 from .manifest import UNKNOWN_DEVICE
 
@@ -121,8 +121,7 @@ def folder_resolver(root: Path, limits: IntakeLimits | None = None) -> Resolver:
             return f"image {image!r} is not a regular file there"
 
         def read() -> bytes:
-            check_file_size(path.stat().st_size, limits)
-            return path.read_bytes()
+            return read_regular_file(path, limits)
 
         return read
 

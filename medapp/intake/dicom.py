@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import io
 import logging
+import struct
 
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import get_frame
 from pydicom.multival import MultiValue
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from ..errors import InvalidImageError, MedAppError, UnsupportedImageError
+from .codestream import declared_size
 from .color import luma_601
 from .limits import IntakeLimits, check_dimensions, check_frame_index
 from .medical_image import MedicalImage
@@ -31,7 +34,26 @@ COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")  # pydicom ret
 # Percentiles of the robust min-max used when the file gives no window: ignores a few hot or dead pixels.
 ROBUST_PERCENTILES = (0.5, 99.5)
 _VOI_KEYWORDS = ("WindowCenter", "WindowWidth", "VOILUTFunction", "VOILUTSequence")
+# Real objects nest a handful of levels (a structured report's content tree, the deepest common case, rarely
+# passes 10); anything deeper than this is refused before any recursive processing.
+MAX_SEQUENCE_DEPTH = 32
+_TOO_DEEP = (f"DICOM sequences are nested more than {MAX_SEQUENCE_DEPTH} deep; real images nest a few levels, so "
+             "the file is malformed or hostile; re-export it from the scanner or PACS")
 _MODALITY_KEYWORDS = ("RescaleSlope", "RescaleIntercept", "ModalityLUTSequence")
+
+
+def _check_nesting(ds: Dataset) -> None:
+    """Refuse sequences nested deeper than :data:`MAX_SEQUENCE_DEPTH`, walking them without recursion: a file
+    nested 3,000 deep drove recursive processing (de-identification's copy) past 5 GB (issue 12)."""
+    stack = [(ds, 1)]
+    while stack:
+        item, depth = stack.pop()
+        for raw in item.elements():  # raw elements: only sequences are parsed further
+            if raw.VR != "SQ":
+                continue
+            if depth >= MAX_SEQUENCE_DEPTH:
+                raise UnsupportedImageError(_TOO_DEEP)
+            stack.extend((sub, depth + 1) for sub in item[raw.tag].value or ())
 
 
 def read_dataset(data: bytes) -> Dataset:
@@ -41,8 +63,11 @@ def read_dataset(data: bytes) -> Dataset:
         if len(ds) == 0 or not any(t.group > 0x0002 for t in ds.keys()):
             raise InvalidImageError("DICOM file holds no dataset (only a header); the file is empty or truncated")
         ds.get("SOPClassUID")  # forces the first values to parse, so header damage surfaces here
+        _check_nesting(ds)
     except MedAppError:
         raise
+    except RecursionError as e:  # pydicom parses nested sequences recursively: hundreds of levels end here
+        raise UnsupportedImageError(_TOO_DEEP) from e
     except Exception as e:
         raise InvalidImageError(
             f"DICOM header is damaged ({type(e).__name__}: {_first_line(e)}); re-export the file from the PACS"
@@ -264,6 +289,27 @@ def _safe_fields(ds: Dataset, ts: UID) -> dict[str, object]:
     })  # fmt: skip
 
 
+def _check_codestream(ds: Dataset, ts: UID, index: int, n_frames: int, rows: int, cols: int,
+                      limits: IntakeLimits) -> None:
+    """Refuse a compressed frame whose own codestream declares more pixels than Rows x Columns (or than the limit)
+    before any decoder sees it: decoders allocate what the codestream says (:mod:`medapp.intake.codestream`)."""
+    if not ts.is_encapsulated:
+        return
+    try:
+        frame = get_frame(ds.PixelData, index, number_of_frames=n_frames)
+        declared = declared_size(frame, ts)
+    except (ValueError, IndexError, KeyError, struct.error) as e:
+        raise InvalidImageError(f"the compressed DICOM pixel data is damaged ({_first_line(e)}); re-export it") from e
+    if declared is None:
+        return
+    check_dimensions(*declared, limits, what="the compressed image inside the DICOM")
+    if declared[0] * declared[1] > rows * cols:
+        raise UnsupportedImageError(
+            f"the compressed image inside the DICOM declares {declared[1]}x{declared[0]} px but the header says "
+            f"{cols}x{rows}; refused before decoding (inconsistent file, possible decompression bomb)"
+        )
+
+
 def decode_dicom(ds: Dataset, *, frame: int | None, limits: IntakeLimits) -> MedicalImage:
     """Decode one frame of ``ds`` (default: the first, index 0) after checking its declared geometry."""
     if "PixelData" not in ds:
@@ -305,6 +351,7 @@ def decode_dicom(ds: Dataset, *, frame: int | None, limits: IntakeLimits) -> Med
         ) from e
     if not decoder.is_available:
         raise UnsupportedImageError(f"no decoder installed for {ts.name}; install the pylibjpeg plugins")
+    _check_codestream(ds, ts, index, n_frames, rows, cols, limits)
     try:
         arr = pixel_array(ds, index=index)
     except MemoryError as e:

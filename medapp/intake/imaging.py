@@ -23,7 +23,7 @@ from PIL import Image, ImageOps
 from ..errors import InvalidImageError, MedAppError, UnsupportedImageError
 from ..settings import get_settings
 from .color import luma_601
-from .limits import IntakeLimits, check_dimensions, check_file_size, check_frame_index
+from .limits import IntakeLimits, check_dimensions, check_file_size, check_frame_index, read_regular_file
 from .medical_image import MedicalImage
 
 log = logging.getLogger(__name__)
@@ -83,16 +83,7 @@ def _read_bytes(source: bytes | bytearray | memoryview | str | Path | IO[bytes],
         check_file_size(len(source), limits)
         return bytes(source)
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        try:
-            if path.is_dir():
-                raise InvalidImageError("is a folder, not a file; choose the image files inside it")
-            check_file_size(path.stat().st_size, limits)
-            return path.read_bytes()
-        except FileNotFoundError as e:
-            raise InvalidImageError("no such file; check the path") from e
-        except OSError as e:
-            raise InvalidImageError(f"cannot read the file ({type(e).__name__}); check its permissions") from e
+        return read_regular_file(source, limits)
     if not hasattr(source, "read"):
         raise InvalidImageError(f"expected bytes, a path or a binary file object, got {type(source).__name__}")
     try:
@@ -180,7 +171,11 @@ def _load_raster(data: bytes, kind: str, frame: int | None, limits: IntakeLimits
         try:
             if index:
                 im.seek(index)
+                # each page of a TIFF (each frame of a GIF) has its own size: check the one to be decoded
+                check_dimensions(im.size[1], im.size[0], limits, what=f"{kind.upper()} page {index + 1}")
             im.load()
+        except MedAppError:
+            raise
         except Exception as e:
             reason = str(e).splitlines()[0][:100] if str(e) else type(e).__name__
             raise InvalidImageError(f"{kind.upper()} image is damaged or truncated ({reason}); re-export it") from e

@@ -7,7 +7,10 @@ model trained on ultrasound scans hundreds of pixels wide, so it is refused too,
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import InvalidImageError, UnsupportedImageError
 from ..settings import MIB, Settings
@@ -35,6 +38,35 @@ def check_file_size(n_bytes: int, limits: IntakeLimits) -> None:
             f"file is {n_bytes / MIB:.1f} MB, over the {limits.max_file_bytes / MIB:.0f} MB limit; "
             "export a single image or a smaller series"
         )
+
+
+def read_regular_file(path: str | Path, limits: IntakeLimits) -> bytes:
+    """The bytes of a regular file (a link to one is followed), its size checked before reading and the read
+    bounded by the limit too (the file may grow meanwhile). A device (``/dev/zero``), a pipe (which would block
+    for ever) or a folder is refused; the message never repeats the path."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # non-blocking: opening a FIFO must not wait for a writer
+    except FileNotFoundError as e:
+        raise InvalidImageError("no such file; check the path") from e
+    except IsADirectoryError as e:
+        raise InvalidImageError("is a folder, not a file; choose the image files inside it") from e
+    except OSError as e:
+        raise InvalidImageError(f"cannot read the file ({type(e).__name__}); check its permissions") from e
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise InvalidImageError("is a folder, not a file; choose the image files inside it")
+        if not stat.S_ISREG(info.st_mode):
+            raise InvalidImageError("is not a regular file (a device, pipe or socket); choose an image file")
+        check_file_size(info.st_size, limits)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limits.max_file_bytes + 1)
+    except OSError as e:
+        raise InvalidImageError(f"cannot read the file ({type(e).__name__}); check its permissions") from e
+    finally:
+        os.close(fd)
+    check_file_size(len(data), limits)
+    return data
 
 
 def check_dimensions(height: int, width: int, limits: IntakeLimits, *, what: str = "image") -> None:

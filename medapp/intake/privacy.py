@@ -26,6 +26,8 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID_dictionary as _STANDARD_UIDS
 
+from ..errors import AuditLogError
+
 log = logging.getLogger(__name__)
 
 # pydicom's read validation warns with the offending value ("Invalid value for VR DA: '19610203x'"), which would put
@@ -221,26 +223,55 @@ class AuditLog:
             "outputs": dict(outputs),
         }
         line = (json.dumps(entry, sort_keys=True, allow_nan=False, default=_jsonable) + "\n").encode()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
             try:
-                os.write(fd, line)
-                os.fsync(fd)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size and os.pread(fd, 1, size - 1) != b"\n":  # a torn last line (a crash mid-write):
+                        line = b"\n" + line                          # end it, so this entry stays whole
+                    _write_all(fd, line)
+                    os.fsync(fd)
+                finally:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
+                os.close(fd)
+        except OSError as e:
+            raise AuditLogError(
+                f"the audit log {self.path} cannot be written ({type(e).__name__}: {e.strerror or e}); no result is "
+                "shown until it can be. Ask the administrator to check MEDAPP_AUDIT_LOG and the folder's permissions"
+            ) from e
         return entry
 
     def read(self) -> list[dict[str, Any]]:
-        """All entries, oldest first (empty if the log does not exist yet)."""
+        """All whole entries, oldest first (empty if the log does not exist yet). A line torn by a crash is
+        skipped with a warning naming its line number, so one bad line never hides the rest of the record."""
         if not self.path.exists():
             return []
-        with self.path.open(encoding="utf-8") as f:
+        entries = []
+        with self.path.open(encoding="utf-8", errors="replace") as f:
             fcntl.flock(f, fcntl.LOCK_SH)
-            return [json.loads(line) for line in f if line.strip()]
+            for number, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    entries.append(json.loads(line))
+                except json.JSONDecodeError:
+                    log.warning("audit log %s: line %d is not a whole entry (torn by a crash?); skipped",
+                                self.path, number)
+        return entries
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (one call may write fewer, e.g. on a full disk or a signal)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        if written <= 0:
+            raise OSError("the audit log accepted no bytes")
+        view = view[written:]
 
 
 def _jsonable(value: Any) -> Any:

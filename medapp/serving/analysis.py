@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MedAppError
+from ..errors import AuditLogError, MedAppError
 from ..intake.imaging import load_image
 from ..intake.medical_image import MedicalImage
 from ..intake.privacy import AuditLog, sha256_bytes
@@ -73,6 +73,14 @@ class Analysis:
         return self.in_scope and self.prediction.heatmap is not None
 
 
+def audit_outputs(prediction: Prediction, image: MedicalImage) -> dict[str, Any]:
+    """What the audit log keeps of one result (the app's and ``predict``'s alike): the prediction without the model
+    (recorded beside it) and which frame of what kind of file; never a name or a header value."""
+    outputs = {k: v for k, v in prediction.to_dict().items() if k != "model"}
+    outputs.update(frame_index=image.frame_index, frame_count=image.frame_count, source_kind=image.source_kind)
+    return outputs
+
+
 def analyze_upload(predictor: Predictor, upload: Upload, *, frame: int | None = None, cam_method: str | None = None,
                    explain: bool = True, audit: AuditLog | None = None) -> Analysis:
     """Intake, prediction and an audit entry for one upload; a refused file gives an Analysis with ``error``.
@@ -85,13 +93,17 @@ def analyze_upload(predictor: Predictor, upload: Upload, *, frame: int | None = 
         image = load_image(upload.data, frame=frame)
         prediction = predictor.predict(image, cam_method=cam_method, explain=explain)
     except MedAppError as e:
-        if audit is not None:
-            audit.record(file_sha256=sha, model=predictor.model_info, outputs={"refused": str(e)})
+        try:
+            if audit is not None:
+                audit.record(file_sha256=sha, model=predictor.model_info, outputs={"refused": str(e)})
+        except AuditLogError as unlogged:
+            return Analysis(name=upload.name, file_sha256=sha, error=f"{e}; and {unlogged}")
         return Analysis(name=upload.name, file_sha256=sha, error=str(e))
     if audit is not None:
-        outputs = {k: v for k, v in prediction.to_dict().items() if k != "model"}
-        outputs.update(frame_index=image.frame_index, frame_count=image.frame_count, source_kind=image.source_kind)
-        audit.record(file_sha256=sha, model=prediction.model, outputs=outputs)
+        try:
+            audit.record(file_sha256=sha, model=prediction.model, outputs=audit_outputs(prediction, image))
+        except AuditLogError as e:  # never show a result the log did not record
+            return Analysis(name=upload.name, file_sha256=sha, error=str(e))
     return Analysis(name=upload.name, file_sha256=sha, image=image, prediction=prediction)
 
 
