@@ -109,7 +109,16 @@ def build_blob_model_dir(out_dir: Path, *, size: int = 64, resize: str = "pad") 
     import json
 
     (out / "model_card.json").write_text(json.dumps(raw, indent=2))
+    reseal(out)
     return out
+
+
+def reseal(model_dir: Path) -> None:
+    """After a test edits a card on purpose (as a release would), seal the folder again (medapp.model.integrity)."""
+    from medapp.model.card import CARD_FILE, SCOPE_FILE, WEIGHTS_FILE
+    from medapp.model.integrity import write_checksums
+
+    write_checksums(model_dir, (CARD_FILE, WEIGHTS_FILE, SCOPE_FILE))
 
 
 @pytest.fixture(scope="session")

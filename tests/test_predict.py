@@ -12,7 +12,14 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from model_fixtures import build_blob_model_dir, medical_image, speckle_image, tiny_model_dir, tiny_predictor  # noqa: F401
+from model_fixtures import (  # noqa: F401
+    build_blob_model_dir,
+    medical_image,
+    reseal,
+    speckle_image,
+    tiny_model_dir,
+    tiny_predictor,
+)
 from PIL import Image
 
 from medapp.cli import main
@@ -182,6 +189,9 @@ def test_tampered_weights_refused(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = bytearray(weights.read_bytes())
     data[-5] ^= 0x01  # one bit in the last weight
     weights.write_bytes(bytes(data))
+    with pytest.raises(ModelLoadError, match="model.safetensors in .* does not match SHA256SUMS"):
+        Predictor.from_dir(tampered)
+    reseal(tampered)  # even with the folder's checksums redone, the card's own record of the weights refuses them
     with pytest.raises(ModelLoadError, match="SHA-256 .* but the model card expects"):
         Predictor.from_dir(tampered)
 
@@ -192,6 +202,7 @@ def test_card_without_hash_refused(tiny_model_dir: Path, tmp_path: Path) -> None
     card = json.loads((folder / "model_card.json").read_text())
     card["weights_sha256"] = ""
     (folder / "model_card.json").write_text(json.dumps(card))
+    reseal(folder)  # as if released so: the loader's own check must still refuse it
     with pytest.raises(ModelLoadError, match="records no weights_sha256"):
         Predictor.from_dir(folder)
 

@@ -30,7 +30,7 @@ from medapp.model.site_profile import (
 )
 from medapp.serving.analysis import Upload, Workspace
 from medapp.serving.predict import Predictor
-from tests.model_fixtures import build_blob_model_dir, speckle_image
+from tests.model_fixtures import build_blob_model_dir, reseal, speckle_image
 
 
 def _png(seed: int, lesion: float = 0.0) -> bytes:
@@ -231,6 +231,7 @@ def model_with_site(tmp_path) -> tuple[Path, Path]:
     card = json.loads((model_dir / "model_card.json").read_text())
     card["scope"]["threshold"] = 1e9
     (model_dir / "model_card.json").write_text(json.dumps(card))
+    reseal(model_dir)
     return model_dir, _site(tmp_path / "site", 24, 24, per_patient=2)
 
 

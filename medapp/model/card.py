@@ -14,6 +14,7 @@ from typing import Any
 
 from ..choices import Choice
 from ..errors import ModelLoadError
+from .integrity import write_checksums
 
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -213,9 +214,12 @@ class ModelCard:
                 raise ValueError(f"scope.{key} is missing (the scope gate was not fitted)")
 
     def save(self, model_dir: str | Path) -> Path:
+        """Write the card and re-seal the folder (``SHA256SUMS`` over card, weights and scope gate), so that only
+        medapp's own writes (train, calibrate, evaluate --update-model) leave a folder that loads."""
         path = Path(model_dir) / CARD_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_checksums(path.parent, (CARD_FILE, WEIGHTS_FILE, SCOPE_FILE))
         return path
 
     @classmethod

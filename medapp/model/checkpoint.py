@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,15 +13,10 @@ if TYPE_CHECKING:
 
 from ..errors import ModelLoadError
 from ..settings import MODEL_DIR_ENV, MODELS_DIR, get_settings
+from .integrity import sha256_file, verify_checksums
 from .registry import unwrap
 
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["default_model_dir", "load_model", "load_weights", "save_weights", "sha256_file"]
 
 
 def save_weights(model: nn.Module, path: str | Path) -> str:
@@ -55,12 +49,15 @@ def load_weights(model: nn.Module, path: str | Path, expected_sha256: str | None
 def load_model(model_dir: str | Path) -> tuple[ModelCard, nn.Module]:
     """A model folder's card and its eval-mode network, weights verified against the card's SHA-256.
 
-    The one loader for serving and evaluation, so both run exactly the weights the card vouches for.
+    The one loader for serving and evaluation, so both run exactly the weights the card vouches for, under a card
+    that matches the folder's ``SHA256SUMS`` (:mod:`medapp.model.integrity`).
     """
-    from .card import WEIGHTS_FILE, ModelCard
+    from .card import CARD_FILE, WEIGHTS_FILE, ModelCard
     from .registry import create_model
 
     model_dir = Path(model_dir)
+    if (model_dir / CARD_FILE).is_file():  # first: an edited card is refused as edited, whatever it now says
+        verify_checksums(model_dir, (CARD_FILE, WEIGHTS_FILE))
     card = ModelCard.load(model_dir)
     if not card.weights_sha256:
         raise ModelLoadError(f"the model card in {model_dir} records no weights_sha256, so the weights cannot be "

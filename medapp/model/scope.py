@@ -117,7 +117,10 @@ class ScopeGate:
         path = Path(model_dir) / SCOPE_FILE
         if not path.is_file():
             raise ModelLoadError(f"{SCOPE_FILE} missing in {model_dir}; the model folder is incomplete")
-        if card.scope_sha256 and sha256_file(path) != card.scope_sha256:
+        if not card.scope_sha256:
+            raise ModelLoadError(f"the model card in {model_dir} records no scope_sha256, so the scope gate cannot "
+                                 "be verified; reinstall the model folder as released")
+        if sha256_file(path) != card.scope_sha256:
             raise ModelLoadError(f"{SCOPE_FILE} in {model_dir} does not match the model card's checksum; the file "
                                  "was changed or corrupted — reinstall the model")
         tensors = {k: v.double().numpy() for k, v in load_file(str(path)).items()}
