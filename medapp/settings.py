@@ -23,7 +23,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 DEFAULT_AUDIT_LOG = PROJECT_ROOT / "artifacts" / "audit.jsonl"
-MIB = 1024 * 1024
+# A megabyte as Streamlit's uploader counts it (server.maxUploadSize = 128 accepts 128,000,000 bytes; its frontend
+# counts 1024s only on Windows), so the browser's limit and intake's are one number, shown on the uploader.
+MB = 1_000_000
 
 DATA_DIR_ENV = "MEDAPP_DATA_DIR"
 MODEL_DIR_ENV = "MEDAPP_MODEL_DIR"
@@ -45,7 +47,7 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     model_dir: Path | None = None
     audit_log: Path = DEFAULT_AUDIT_LOG
-    max_file_bytes: int = 128 * MIB
+    max_file_bytes: int = 128 * MB
     max_pixels: int = 40_000_000
     min_side: int = 32
 
@@ -75,7 +77,7 @@ class Settings:
             data_dir=path(DATA_DIR_ENV, base.data_dir),
             model_dir=path(MODEL_DIR_ENV, None),
             audit_log=path(AUDIT_LOG_ENV, base.audit_log),
-            max_file_bytes=int(number(MAX_FILE_MB_ENV, base.max_file_bytes / MIB, float) * MIB),
+            max_file_bytes=int(number(MAX_FILE_MB_ENV, base.max_file_bytes / MB, float) * MB),
             max_pixels=int(number(MAX_PIXELS_ENV, base.max_pixels, int)),
             min_side=int(number(MIN_SIDE_ENV, base.min_side, int)),
         )

@@ -118,10 +118,12 @@ def pdf_bytes() -> bytes:
     )
 
 
-def compressed_dicom_declaring(codec: str, side: int, *, rows: int = 256, columns: int = 256) -> bytes:
+def compressed_dicom_declaring(codec: str, side: int, *, rows: int = 256, columns: int = 256,
+                               truncate: bool = False) -> bytes:
     """A DICOM whose Rows/Columns say ``rows`` x ``columns`` but whose JPEG (``codec="jpeg"``) or JPEG 2000
     (``"j2k"``) codestream declares ``side`` x ``side``: the compressed-DICOM decompression bomb of issue 12.
-    The codestream is a real one, encoded by Pillow, with its frame header's size patched."""
+    The codestream is a real one, encoded by Pillow, with its frame header's size patched; ``truncate`` keeps only
+    its first third (a file cut short in transfer)."""
     from pydicom.encaps import encapsulate
     from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit
 
@@ -138,7 +140,7 @@ def compressed_dicom_declaring(codec: str, side: int, *, rows: int = 256, column
         syntax = JPEG2000Lossless
     ds = make_dataset(gradient, modality="US")
     ds.file_meta.TransferSyntaxUID = syntax
-    ds.PixelData = encapsulate([bytes(stream)])
+    ds.PixelData = encapsulate([bytes(stream[: len(stream) // 3] if truncate else stream)])
     ds["PixelData"].VR = "OB"
     ds["PixelData"].is_undefined_length = True
     return dicom_bytes(ds)

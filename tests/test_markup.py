@@ -43,3 +43,21 @@ def test_a_newline_or_escape_in_a_file_name_cannot_forge_terminal_lines(tmp_path
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         assert result.returncode != 0 and len(lines) == 1, (command, result.stderr)
         assert lines[0].startswith("error: ") and "\\nerror: forged\\x1b[2J.png" in lines[0]
+
+
+def test_a_truncated_jpeg2000_dicom_is_one_clear_line_without_tracebacks(tmp_path):
+    """Issue 12, item 9: pydicom logged a traceback per failed decoder; the refusal is one line, exit 2."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from intake_fixtures import compressed_dicom_declaring
+
+    path = tmp_path / "cut.dcm"
+    path.write_bytes(compressed_dicom_declaring("j2k", 256, truncate=True))
+    result = subprocess.run([sys.executable, "-m", "medapp", "inspect", str(path)], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).resolve().parents[1], check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.strip()] == [
+        line for line in result.stderr.splitlines() if line.startswith("error: ")] and "truncated" in result.stderr

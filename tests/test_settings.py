@@ -55,7 +55,7 @@ def test_defaults_without_the_environment() -> None:
     resolved = settings.Settings.from_env({})
     assert resolved == settings.Settings()
     assert resolved.data_dir == PROJECT_ROOT.parent / "shared" / "data" and resolved.model_dir is None
-    assert (resolved.max_file_bytes, resolved.max_pixels, resolved.min_side) == (128 * 2**20, 40_000_000, 32)
+    assert (resolved.max_file_bytes, resolved.max_pixels, resolved.min_side) == (128_000_000, 40_000_000, 32)
 
 
 def test_settings_are_read_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -92,7 +92,7 @@ def test_audit_log(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tmp_pa
 def test_max_file_mb(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _png(200, 260)
     assert load_image(data).original_size == (200, 260)
-    _set(monkeypatch, "MEDAPP_MAX_FILE_MB", str(len(data) / 2 / 2**20))
+    _set(monkeypatch, "MEDAPP_MAX_FILE_MB", str(len(data) / 2 / 1e6))
     with pytest.raises(UnsupportedImageError, match="MB limit"):
         load_image(data)
 

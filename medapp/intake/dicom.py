@@ -29,6 +29,18 @@ from .privacy import safe_metadata
 
 log = logging.getLogger(__name__)
 
+
+class _NoDecoderTracebacks(logging.Filter):
+    """pydicom logs a traceback for each decoder plugin that fails before it raises; medapp's typed error already
+    says what failed (the cause stays chained), so those records would only print tracebacks on a clinician's
+    terminal (issue 12)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None
+
+
+logging.getLogger("pydicom.pixels.decoders.base").addFilter(_NoDecoderTracebacks())  # where pydicom logs them
+
 GRAY = ("MONOCHROME1", "MONOCHROME2")
 COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")  # pydicom returns these as RGB
 # Percentiles of the robust min-max used when the file gives no window: ignores a few hot or dead pixels.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidImageError, UnsupportedImageError
-from ..settings import MIB, Settings
+from ..settings import MB, Settings
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def check_file_size(n_bytes: int, limits: IntakeLimits) -> None:
     """Refuse files over ``limits.max_file_bytes`` before reading them whole."""
     if n_bytes > limits.max_file_bytes:
         raise UnsupportedImageError(
-            f"file is {n_bytes / MIB:.1f} MB, over the {limits.max_file_bytes / MIB:.0f} MB limit; "
+            f"file is {n_bytes / MB:.1f} MB, over the {limits.max_file_bytes / MB:.0f} MB limit; "
             "export a single image or a smaller series"
         )
 
