@@ -3,6 +3,9 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+# Listen on this machine only by default; `make run ADDRESS=0.0.0.0` serves the hospital network (put it behind
+# TLS and sign-in first: see the README, "Hostile input and privacy").
+ADDRESS ?= 127.0.0.1
 
 .PHONY: setup run test test-all bench
 
@@ -15,7 +18,7 @@ $(VENV)/.installed: requirements.txt
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true
+	$(PY) -m streamlit run app.py --server.address $(ADDRESS) --server.port $(PORT) --server.headless true
 
 test: setup
 	$(PY) -m pytest -q

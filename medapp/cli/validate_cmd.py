@@ -67,7 +67,8 @@ def summary_text(report: dict[str, Any]) -> str:
     for p in report["problems"]:
         lines.append(f"  not scored: {one_line(p['where'])}: {one_line(p['problem'])}")
     for r in report["scope"]["refused"][:20]:
-        lines.append(f"  refused by the scope gate or quality checks: {one_line(r['image'])}: {'; '.join(r['reasons'])}")
+        lines.append(f"  refused by the scope gate or quality checks: {one_line(r['image'])}: "
+                     + "; ".join(r["reasons"]))
     if report["holdout"]:
         h = report["holdout"]
         lines.append(f"hold-out: {h['held_out']} in-scope images of held-out patients reported, {h['fitted_on']} "

@@ -6,8 +6,8 @@ model: no split column, labels written as people write them ("Malignant", "benig
 A wrong row does not stop the run and is never dropped silently: it is kept as a :class:`CaseProblem` that the
 report lists, so the counts a hospital reads add up to what it gave.
 
-CSV columns: ``image`` (path relative to the CSV's folder, or to the zip's root) and ``label`` (benign | malignant | normal), optional
-``patient`` (absent: each image its own patient) and ``device``.
+CSV columns: ``image`` (path relative to the CSV's folder, or to the zip's root) and ``label`` (benign | malignant |
+normal), optional ``patient`` (absent: each image its own patient) and ``device``.
 """
 
 from __future__ import annotations

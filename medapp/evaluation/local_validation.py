@@ -186,7 +186,8 @@ def verdict(metrics: dict[str, Any], scope_pass_rate: float, target_sensitivity:
     if np.isfinite(metrics["ece"]) and metrics["ece"] > ECE_LIMIT:
         level = max(level, CAUTION, key=(OK, CAUTION, DO_NOT_USE).index)
         lines.append(f"Probabilities are off by {metrics['ece']:.2f} on average (ECE; mean P(malignant) "
-                     f"{metrics['mean_p_malignant']:.2f} against a malignant share of {metrics['malignant_share']:.2f}); "
+                     f"{metrics['mean_p_malignant']:.2f} against a malignant share of "
+                     f"{metrics['malignant_share']:.2f}); "
                      "read them with care" + ("" if with_profile else " or fit a site profile") + ".")
     if scope_pass_rate < SCOPE_LIMIT:
         level = max(level, CAUTION, key=(OK, CAUTION, DO_NOT_USE).index)
@@ -247,7 +248,8 @@ def validate_site(predictor: Predictor, cases: LocalCases, *, holdout: float | N
         report["profile"] = {
             "profile": profile.to_dict(),
             "evaluated_on": ("held-out patients (not used to fit the profile)" if holdout else
-                             "the same cases the profile was fitted on: optimistic; hold some patients out for an honest view"),
+                             "the same cases the profile was fitted on: optimistic; hold some patients out for an "
+                             "honest view"),
             "metrics": site,
             "verdict": verdict(site, report["scope"]["pass_rate"], target, with_profile=True),
         }
