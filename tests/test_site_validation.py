@@ -196,6 +196,10 @@ def test_profile_round_trip_and_refusal_for_another_model(tmp_path):
     (tmp_path / "profiles" / "site-A.json").write_text(json.dumps(saved))
     with pytest.raises(SiteProfileError, match="invalid values"):
         load_profile(tmp_path, "site-A", card)
+    for field, value in (("threshold", "0.2"), ("weights_sha256", 7), ("slope", None)):  # wrong types: typed refusal
+        (tmp_path / "profiles" / "site-A.json").write_text(json.dumps({**saved, "threshold": 0.2, field: value}))
+        with pytest.raises(SiteProfileError, match="malformed"):
+            load_profile(tmp_path, "site-A", card)
 
 
 def test_too_small_a_set_is_refused_and_a_small_one_warned():

@@ -110,6 +110,10 @@ def load_profile(model_dir: str | Path, name: str, card: ModelCard) -> SiteProfi
         profile = SiteProfile(**{k: data[k] for k in (f.name for f in dataclasses.fields(SiteProfile)) if k in data})
     except (json.JSONDecodeError, TypeError, KeyError, OSError) as e:
         raise SiteProfileError(f"site profile {path} is malformed ({e}); fit it again") from e
+    numbers = (profile.slope, profile.intercept, profile.threshold)
+    if not isinstance(profile.weights_sha256, str) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in numbers):
+        raise SiteProfileError(f"site profile {path} is malformed (a field of the wrong type); fit it again")
     if profile.weights_sha256 != card.weights_sha256:
         raise SiteProfileError(f"site profile {name!r} was fitted for model weights {profile.weights_sha256[:12]}…, "
                                f"not these ({card.weights_sha256[:12]}…, {card.name}); a profile belongs to one "
