@@ -30,10 +30,11 @@ import numpy as np
 from medapp.cli.validate_cmd import summary_text
 from medapp.data.datasets import Split, load_records
 from medapp.data.local_cases import read_local_cases
-from medapp.evaluation.local_validation import ScoredCases, patient_holdout, score_cases, validate_site
+from medapp.evaluation.local_validation import ScoredCases, patient_holdout, score_cases, site_report
 from medapp.evaluation.metrics import binary_auc, expected_calibration_error, operating_point
 from medapp.intake.imaging import load_image
 from medapp.model.calibrate import apply_platt, fit_platt, fit_temperature, softmax
+from medapp.model.card import ModelCard
 from medapp.model.site_profile import fit_site_profile, min_sensitivity_of
 from medapp.serving.predict import Predictor
 
@@ -51,11 +52,9 @@ def lay_out_site(folder: Path) -> Path:
     return manifest
 
 
-def calibration_map_comparison(predictor: Predictor, scored: ScoredCases, holdout: float,
-                                seed: int) -> dict[str, dict]:
+def calibration_map_comparison(card: ModelCard, scored: ScoredCases, holdout: float, seed: int) -> dict[str, dict]:
     """Why the profile uses Platt scaling: temperature alone against Platt, each fitted on the fit half and judged
     (ECE, NLL of P(malignant)) on the held-out half of the same patients."""
-    card = predictor.card
     m = card.malignant_index
     y = scored.labels == card.class_names[m]
     held = patient_holdout(scored.patients, y, holdout, seed) & scored.in_scope
@@ -73,10 +72,9 @@ def calibration_map_comparison(predictor: Predictor, scored: ScoredCases, holdou
     return out
 
 
-def repeated_splits(predictor: Predictor, scored: ScoredCases, holdout: float, seeds: range) -> dict[str, Any]:
+def repeated_splits(card: ModelCard, scored: ScoredCases, holdout: float, seeds: range) -> dict[str, Any]:
     """How much the worked example owes to one draw of patients: the same fit-then-judge on other patient splits
     (held-out sensitivity and specificity at the card's threshold and at the profile's), each seed one split."""
-    card = predictor.card
     m = card.malignant_index
     y = scored.labels == card.class_names[m]
     rows = []
@@ -122,13 +120,13 @@ def main() -> None:
     predictor = Predictor.from_dir(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = lay_out_site(Path(tmp) / "site")
-        start = time.perf_counter()
-        report, _ = validate_site(predictor, read_local_cases(manifest), holdout=args.holdout, seed=args.seed)
+        start = time.perf_counter()  # what `validate` runs: score every case, then build the report
+        scored = score_cases(predictor, read_local_cases(manifest))
+        report, _ = site_report(predictor.card, scored, holdout=args.holdout, seed=args.seed)
         validate_s = time.perf_counter() - start
         predict_s = predict_batch_seconds(predictor, manifest)
-        scored = score_cases(predictor, read_local_cases(manifest))
-    comparison = calibration_map_comparison(predictor, scored, args.holdout, args.seed)
-    repeats = repeated_splits(predictor, scored, args.holdout, range(args.repeats))
+    comparison = calibration_map_comparison(predictor.card, scored, args.holdout, args.seed)  # the same scores
+    repeats = repeated_splits(predictor.card, scored, args.holdout, range(args.repeats))
     report["calibration_map_choice"] = comparison
     report["repeated_splits"] = repeats
     report["source"] = "BUS-BRA test split laid out as a new site (bench/site_validation_demo.py)"

@@ -9,10 +9,10 @@ from __future__ import annotations
 import streamlit as st
 
 from medapp.model.site_profile import list_profiles
-from medapp.serving.predict import Predictor
+from medapp.serving.predict import SHIPPED_CALIBRATION, Predictor
 
 PROFILE_KEY = "site_profile"
-SHIPPED = "Shipped calibration (model card)"
+SHIPPED = SHIPPED_CALIBRATION.capitalize()  # the setting's first option, named as every result names it
 
 
 def profile_setting(predictor: Predictor) -> None:

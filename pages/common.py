@@ -45,7 +45,6 @@ def return_to_page() -> None:
         st.switch_page(target)
 
 
-
 @st.cache_resource(show_spinner="Loading the model…")
 def load_predictor(model_dir: str, profile: str | None = None, _stamp: float = 0.0) -> Predictor:
     """Once per process and site profile, shared by every session (Predictor is thread-safe); ``_stamp`` (the

@@ -84,7 +84,7 @@ with result:
             st.warning(f"Low confidence: uncertainty ±{prediction.uncertainty:.1%} or close to the threshold "
                        f"{prediction.threshold:.0%}. Interpret with extra care.", icon=":material/help:")
         st.caption(f"Uncertainty ±{prediction.uncertainty:.1%} · operating threshold {prediction.threshold:.0%}"
-                   f" · {prediction.model.get('calibration', 'shipped calibration (model card)')}")
+                   f" · {prediction.calibration}")
         for name, value in prediction.probabilities.items():
             st.progress(value, text=f"{name}: {format_probability(value)}")
         st.download_button(  # built on click only, so reruns stay fast

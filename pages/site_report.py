@@ -12,15 +12,19 @@ import streamlit as st
 
 from medapp.markup import plain
 from medapp.reporting.figures import figure_png, site_reliability_figure
-from medapp.reporting.validation_report import VERDICT_WORDS, build_validation_pdf, category_lines, metrics_line
+from medapp.reporting.validation_report import (
+    VERDICT_WORDS,
+    build_validation_pdf,
+    category_lines,
+    counts_line,
+    metrics_line,
+)
 
 LEVEL_BOX = {"ok": st.success, "caution": st.warning, "do_not_use": st.error}
 
 
 def show_site_report(report: dict[str, Any]) -> None:
-    st.caption(f"{report['scored']} of {report['rows_given']} rows scored · "
-               + ", ".join(f"{n} {c}" for c, n in report["counts"].items() if n)
-               + f" · scope gate passed {report['scope']['pass_rate']:.1%}")
+    st.caption(counts_line(report))
     sections = [("Shipped calibration and threshold", report["shipped"])]
     if report.get("profile") and "metrics" in report["profile"]:
         sections.append((f"With a site profile ({report['profile']['evaluated_on']})", report["profile"]))

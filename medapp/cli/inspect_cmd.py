@@ -98,13 +98,14 @@ def _print_text(name: str, info: dict[str, Any], out: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     refused = 0
+    limits = IntakeLimits.from_settings(get_settings())
     for name in args.files:
         try:
-            image = load_image(Path(name), frame=args.frame)
+            data = read_regular_file(name, limits)  # read once: decoded here, copied de-identified below
+            image = load_image(data, frame=args.frame, limits=limits)
             info = describe(image)
             if args.deidentify_to:
-                original = read_regular_file(name, IntakeLimits.from_settings(get_settings()))
-                target, privacy_warnings = _write_deidentified(original, image, args.deidentify_to)
+                target, privacy_warnings = _write_deidentified(data, image, args.deidentify_to)
                 info["deidentified_to"] = str(target)
                 info["privacy_warnings"] = privacy_warnings
                 for message in privacy_warnings:

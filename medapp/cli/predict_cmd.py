@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     from ..intake.limits import IntakeLimits, read_regular_file
     from ..intake.privacy import sha256_bytes
     from ..model.explain import check_cam_method
-    from ..serving.analysis import audit_outputs, open_audit_log
+    from ..serving.analysis import audit_outputs, open_audit_log, record_refusal
     from ..serving.predict import Predictor
     from ..settings import get_settings
 
@@ -131,12 +131,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             image = load_image(data)
         except MedAppError as e:
-            print(f"error: {one_line(path)}: {one_line(e)}", file=sys.stderr)
+            print(f"error: {one_line(path)}: {one_line(record_refusal(audit, sha256_bytes(data), predictor, e))}",
+                  file=sys.stderr)
             failures += 1
-            try:
-                audit.record(file_sha256=sha256_bytes(data), model=predictor.model_info, outputs={"refused": str(e)})
-            except AuditLogError as unlogged:
-                print(f"error: {unlogged}", file=sys.stderr)
             continue
         batch.append((path, sha256_bytes(data), (time.perf_counter() - t0) * 1000.0, image))
         if len(batch) >= args.batch_size:

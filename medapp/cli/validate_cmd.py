@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..markup import one_line
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("validate", help="measure the model on your site's labelled cases; fit a site profile")
@@ -58,12 +60,9 @@ def run(args: argparse.Namespace) -> int:
 
 def summary_text(report: dict[str, Any]) -> str:
     """The report in a few lines for the terminal."""
-    from ..markup import one_line
-    from ..reporting.validation_report import metrics_line
+    from ..reporting.validation_report import counts_line, metrics_line
 
-    lines = [(f"{report['model']['name']} on {report['source']}: {report['scored']} of {report['rows_given']} rows "
-              f"scored ({', '.join(f'{n} {c}' for c, n in report['counts'].items() if n)}); scope gate passed "
-              f"{report['scope']['pass_rate']:.1%}")]
+    lines = [f"{report['model']['name']} on {report['source']}: {counts_line(report)}"]
     for p in report["problems"]:
         lines.append(f"  not scored: {one_line(p['where'])}: {one_line(p['problem'])}")
     for r in report["scope"]["refused"][:20]:

@@ -23,6 +23,7 @@ from typing import BinaryIO
 from ..errors import DataNotFoundError, ManifestError
 from ..intake.limits import IntakeLimits, check_file_size, read_regular_file
 from ..model.card import CLASS_NAMES
+from ..settings import get_settings
 from .manifest import UNKNOWN_DEVICE
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"})
@@ -103,6 +104,11 @@ def _add(cases: LocalCases, where: str, image: str, label: str, patient: str, de
                                  device=device or UNKNOWN_DEVICE, read=reader))
 
 
+def _deployment_limits() -> IntakeLimits:
+    """The limits intake applies (``MEDAPP_MAX_FILE_MB`` ...), so a case is refused before it is read whole."""
+    return IntakeLimits.from_settings(get_settings())
+
+
 def _inside(image: str) -> bool:
     parts = PurePosixPath(image.replace("\\", "/")).parts
     return bool(parts) and not PurePosixPath(image).is_absolute() and ".." not in parts
@@ -111,7 +117,7 @@ def _inside(image: str) -> bool:
 def folder_resolver(root: Path, limits: IntakeLimits | None = None) -> Resolver:
     """Images named by paths inside ``root`` that are regular files (a link to one is followed; devices, pipes and
     folders are not), their size checked before reading."""
-    limits = limits or IntakeLimits()
+    limits = limits or _deployment_limits()
 
     def resolve(image: str) -> Callable[[], bytes] | str:
         if not _inside(image):
@@ -130,7 +136,7 @@ def folder_resolver(root: Path, limits: IntakeLimits | None = None) -> Resolver:
 
 def zip_resolver(archive: zipfile.ZipFile, limits: IntakeLimits | None = None) -> Resolver:
     """Images as members of an uploaded zip, decompressed one at a time and never past the file-size limit."""
-    limits = limits or IntakeLimits()
+    limits = limits or _deployment_limits()
     members = {info.filename: info for info in archive.infolist() if not info.is_dir()}
 
     def resolve(image: str) -> Callable[[], bytes] | str:
@@ -225,14 +231,14 @@ def open_zip_cases(fileobj: BinaryIO, labels_csv: str | None, where: str) -> Loc
 
 def upload_cases(files: Mapping[str, bytes], labels_csv: str | None, labels: Mapping[str, str] | None,
                  where: str = "uploaded files") -> LocalCases:
-    """Separately uploaded images, labelled by a CSV (``image`` = the file name) or by a name -> label table."""
-    limits = IntakeLimits()
+    """Separately uploaded images, labelled by a CSV (``image`` = the file name) or by a name -> label table.
+    (Already in memory; intake checks their size when they are scored.)"""
 
     def resolve(image: str) -> Callable[[], bytes] | str:
         if image not in files:
             return f"image {image!r} was not uploaded"
         data = files[image]
-        return lambda: (check_file_size(len(data), limits), data)[1]
+        return lambda: data
 
     if labels_csv is not None:
         return _nonempty(parse_case_table(labels_csv, where, resolve))

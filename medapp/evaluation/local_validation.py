@@ -22,6 +22,7 @@ import numpy as np
 from ..data.local_cases import CaseProblem, LocalCases
 from ..errors import MedAppError, SiteProfileError
 from ..intake.imaging import load_image
+from ..model.card import ModelCard
 from ..model.site_profile import SiteProfile, fit_site_profile, min_sensitivity_of
 from ..serving.likelihood import CATEGORIES, categorize_likelihood
 from ..serving.predict import Predictor
@@ -55,7 +56,8 @@ class ScoredCases:
     probs: np.ndarray  # (N, C), the card's calibration
     in_scope: np.ndarray  # bool
     reasons: list[list[str]]
-    problems: list[CaseProblem]
+    problems: list[CaseProblem]  # the given rows that could not be scored (listed, never dropped)
+    source: str = ""
 
 
 def score_cases(predictor: Predictor, cases: LocalCases, *, batch_size: int = 16,
@@ -89,7 +91,7 @@ def score_cases(predictor: Predictor, cases: LocalCases, *, batch_size: int = 16
         patients=np.array([c.patient for c in kept], dtype=object),
         devices=np.array([c.device for c in kept], dtype=object),
         probs=np.array(probs, dtype=np.float64).reshape(-1, n_classes), in_scope=np.array(in_scope, dtype=bool),
-        reasons=reasons, problems=problems)
+        reasons=reasons, problems=problems, source=cases.source)
 
 
 def patient_holdout(patients: np.ndarray, is_malignant: np.ndarray, fraction: float, seed: int = 0) -> np.ndarray:
@@ -112,10 +114,9 @@ def _ci(statistic: Callable[[np.ndarray, np.ndarray], float], y: np.ndarray, s: 
 
 
 def site_metrics(probs: np.ndarray, labels: np.ndarray, patients: np.ndarray, devices: np.ndarray,
-                 threshold: float, predictor: Predictor, *, n_boot: int = 1000) -> dict[str, Any]:
+                 threshold: float, card: ModelCard, *, n_boot: int = 1000) -> dict[str, Any]:
     """The report's figures on in-scope cases at ``threshold``: AUC and the rates at the threshold, each with a
     patient-level bootstrap CI; calibration; the malignancy rate within each likelihood category; per device."""
-    card = predictor.card
     m = card.malignant_index
     y = labels == card.class_names[m]
     p = probs[:, m] if len(probs) else np.zeros(0)
@@ -158,6 +159,10 @@ def site_metrics(probs: np.ndarray, labels: np.ndarray, patients: np.ndarray, de
     return result
 
 
+def _worse(a: str, b: str) -> str:
+    return max(a, b, key=(OK, CAUTION, DO_NOT_USE).index)
+
+
 def verdict(metrics: dict[str, Any], scope_pass_rate: float, target_sensitivity: float,
             with_profile: bool) -> dict[str, Any]:
     """A plain-language judgement of one report: a level (ok, caution, do_not_use) and the sentences behind it."""
@@ -184,13 +189,13 @@ def verdict(metrics: dict[str, Any], scope_pass_rate: float, target_sensitivity:
         else:
             lines.append(f"AUC {auc:.2f} [{alo:.2f}-{ahi:.2f}].")
     if np.isfinite(metrics["ece"]) and metrics["ece"] > ECE_LIMIT:
-        level = max(level, CAUTION, key=(OK, CAUTION, DO_NOT_USE).index)
+        level = _worse(level, CAUTION)
         lines.append(f"Probabilities are off by {metrics['ece']:.2f} on average (ECE; mean P(malignant) "
                      f"{metrics['mean_p_malignant']:.2f} against a malignant share of "
                      f"{metrics['malignant_share']:.2f}); "
                      "read them with care" + ("" if with_profile else " or fit a site profile") + ".")
     if scope_pass_rate < SCOPE_LIMIT:
-        level = max(level, CAUTION, key=(OK, CAUTION, DO_NOT_USE).index)
+        level = _worse(level, CAUTION)
         lines.append(f"Only {scope_pass_rate:.0%} of the images passed the scope gate: this site's images differ from "
                      "what the model knows; see the refused images.")
     return {"level": level, "lines": lines}
@@ -200,18 +205,24 @@ def validate_site(predictor: Predictor, cases: LocalCases, *, holdout: float | N
                   profile_name: str | None = None, seed: int = 0, n_boot: int = 1000,
                   progress: Progress | None = None, created_by: str | None = None) -> tuple[dict[str, Any],
                                                                                          SiteProfile | None]:
-    """Score ``cases`` and build the report; with ``holdout`` or ``profile_name``, fit a site profile (on the
-    non-held-out patients) and report it beside the shipped calibration. Returns (report, profile or None); the
-    caller decides whether to save the profile."""
-    card = predictor.card
-    scored = score_cases(predictor, cases, progress=progress)
+    """Score ``cases`` (:func:`score_cases`) and build the report on the scores (:func:`site_report`)."""
+    return site_report(predictor.card, score_cases(predictor, cases, progress=progress), holdout=holdout,
+                       profile_name=profile_name, seed=seed, n_boot=n_boot, created_by=created_by)
+
+
+def site_report(card: ModelCard, scored: ScoredCases, *, holdout: float | None = None,
+                profile_name: str | None = None, seed: int = 0, n_boot: int = 1000,
+                created_by: str | None = None) -> tuple[dict[str, Any], SiteProfile | None]:
+    """The report on scored cases; with ``holdout`` or ``profile_name``, fit a site profile (on the non-held-out
+    patients) and report it beside the shipped calibration. Returns (report, profile or None); the caller decides
+    whether to save the profile."""
     m = card.malignant_index
     is_mal = scored.labels == card.class_names[m]
     target = min_sensitivity_of(card)
     counts = {c: int((scored.labels == c).sum()) for c in card.class_names}
     report: dict[str, Any] = {
         "model": {"name": card.name, "version": card.version, "weights_sha256": card.weights_sha256},
-        "source": cases.source, "created_at": _now(), "rows_given": len(cases.cases) + len(cases.problems),
+        "source": scored.source, "created_at": _now(), "rows_given": len(scored.images) + len(scored.problems),
         "scored": len(scored.images), "counts": counts,
         "problems": [{"where": p.where, "problem": p.problem} for p in scored.problems],
         "scope": {"pass_rate": float(scored.in_scope.mean()) if len(scored.images) else float("nan"),
@@ -228,7 +239,7 @@ def validate_site(predictor: Predictor, cases: LocalCases, *, holdout: float | N
 
     def metrics_for(probs: np.ndarray, threshold: float) -> dict[str, Any]:
         return site_metrics(probs[evaluated], scored.labels[evaluated], scored.patients[evaluated],
-                            scored.devices[evaluated], threshold, predictor, n_boot=n_boot)
+                            scored.devices[evaluated], threshold, card, n_boot=n_boot)
 
     shipped = metrics_for(scored.probs, card.threshold)
     report["shipped"] = {"metrics": shipped,

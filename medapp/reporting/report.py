@@ -133,7 +133,7 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     pdf.cell(0, 7, "Model", new_x="LMARGIN", new_y="NEXT")
     row("Name and version", f"{prediction.model.get('name', card.name)} {prediction.model.get('version', card.version)}")
     row("Weights SHA-256", prediction.model.get("sha256", card.weights_sha256) or "not recorded", size=8)
-    row("Calibration", prediction.model.get("calibration", "the model card's (no site profile)"))
+    row("Calibration", prediction.calibration)
     pdf.ln(2)
     pdf.set_font("DejaVu", "B", 12)
     pdf.cell(0, 7, "Intended use", new_x="LMARGIN", new_y="NEXT")

@@ -21,6 +21,13 @@ def _ci(values: list[float]) -> str:
     return f"[{format_number(values[0])}-{format_number(values[1])}]"
 
 
+def counts_line(report: dict[str, Any]) -> str:
+    """What was scored of what was given, per class, and how much the scope gate let through."""
+    per_class = ", ".join(f"{n} {c}" for c, n in report["counts"].items() if n)
+    return (f"{report['scored']} of {report['rows_given']} rows scored ({per_class}); scope gate passed "
+            f"{report['scope']['pass_rate']:.1%}")
+
+
 def metrics_line(m: dict[str, Any]) -> str:
     """One line of the figures that decide whether the model can be used at a site."""
     return (f"n={m['n']} ({m['n_malignant']} malignant, {m['n_patients']} patients); AUC {format_number(m['auc'])} "
@@ -57,9 +64,7 @@ def build_validation_pdf(report: dict[str, Any], created: dt.datetime | None = N
     heading("Local validation of the model at your site", 16)
     para(f"{DECISION_SUPPORT}. Generated {created.strftime('%Y-%m-%d %H:%M')} UTC. Model {model['name']} "
          f"{model['version']}, weights SHA-256 {model['weights_sha256']}. Cases: {report['source']}; "
-         f"{report['scored']} of {report['rows_given']} rows scored "
-         f"({', '.join(f'{n} {c}' for c, n in report['counts'].items() if n)}); scope gate passed "
-         f"{report['scope']['pass_rate']:.1%}.")
+         f"{counts_line(report)}.")
     if report["holdout"]:
         h = report["holdout"]
         para(f"Hold-out: the profile was fitted on {h['fitted_on']} images and is judged on {h['held_out']} images of "

@@ -81,6 +81,17 @@ def audit_outputs(prediction: Prediction, image: MedicalImage) -> dict[str, Any]
     return outputs
 
 
+def record_refusal(audit: AuditLog | None, file_sha256: str, predictor: Predictor, error: MedAppError) -> str:
+    """Record a refused file (the app's and ``predict``'s alike); returns the message to show, which also says so
+    when the audit log could not be written."""
+    if audit is not None:
+        try:
+            audit.record(file_sha256=file_sha256, model=predictor.model_info, outputs={"refused": str(error)})
+        except AuditLogError as unlogged:
+            return f"{error}; and {unlogged}"
+    return str(error)
+
+
 def analyze_upload(predictor: Predictor, upload: Upload, *, frame: int | None = None, cam_method: str | None = None,
                    explain: bool = True, audit: AuditLog | None = None) -> Analysis:
     """Intake, prediction and an audit entry for one upload; a refused file gives an Analysis with ``error``.
@@ -93,12 +104,7 @@ def analyze_upload(predictor: Predictor, upload: Upload, *, frame: int | None = 
         image = load_image(upload.data, frame=frame)
         prediction = predictor.predict(image, cam_method=cam_method, explain=explain)
     except MedAppError as e:
-        try:
-            if audit is not None:
-                audit.record(file_sha256=sha, model=predictor.model_info, outputs={"refused": str(e)})
-        except AuditLogError as unlogged:
-            return Analysis(name=upload.name, file_sha256=sha, error=f"{e}; and {unlogged}")
-        return Analysis(name=upload.name, file_sha256=sha, error=str(e))
+        return Analysis(name=upload.name, file_sha256=sha, error=record_refusal(audit, sha, predictor, e))
     if audit is not None:
         try:
             audit.record(file_sha256=sha, model=prediction.model, outputs=audit_outputs(prediction, image))

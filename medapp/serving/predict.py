@@ -48,6 +48,8 @@ from .quality import QualityFlag, assess_quality, describe_flag
 
 log = logging.getLogger(__name__)
 
+# How a result calibrated by the model card (no site profile) names its calibration, on the page and in the PDF.
+SHIPPED_CALIBRATION = "shipped calibration (model card)"
 OUTSIDE_INTENDED_USE = "Outside intended use: this image does not look like the breast ultrasound the model was " \
                        "trained on, so no result should be read from it"
 
@@ -78,6 +80,11 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)  # (height, width) of the original image
     tta_views: int = 1
+
+    @property
+    def calibration(self) -> str:
+        """Which calibration made these probabilities: a site profile's label, or the shipped card's."""
+        return self.model.get("calibration", SHIPPED_CALIBRATION)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (no heatmap): the fields of ``predict --json``."""
