@@ -23,6 +23,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODELS_DIR = PROJECT_ROOT / "models"
 DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
 DEFAULT_AUDIT_LOG = PROJECT_ROOT / "artifacts" / "audit.jsonl"
+DEFAULT_DEID_SECRET = PROJECT_ROOT / "artifacts" / "deid_secret"
 # A megabyte as Streamlit's uploader counts it (server.maxUploadSize = 128 accepts 128,000,000 bytes; its frontend
 # counts 1024s only on Windows), so the browser's limit and intake's are one number, shown on the uploader.
 MB = 1_000_000
@@ -30,6 +31,7 @@ MB = 1_000_000
 DATA_DIR_ENV = "MEDAPP_DATA_DIR"
 MODEL_DIR_ENV = "MEDAPP_MODEL_DIR"
 AUDIT_LOG_ENV = "MEDAPP_AUDIT_LOG"
+DEID_SECRET_ENV = "MEDAPP_DEID_SECRET_FILE"
 MAX_FILE_MB_ENV = "MEDAPP_MAX_FILE_MB"
 MAX_PIXELS_ENV = "MEDAPP_MAX_PIXELS"
 MIN_SIDE_ENV = "MEDAPP_MIN_SIDE"
@@ -47,6 +49,7 @@ class Settings:
     data_dir: Path = DEFAULT_DATA_DIR
     model_dir: Path | None = None
     audit_log: Path = DEFAULT_AUDIT_LOG
+    deid_secret_file: Path = DEFAULT_DEID_SECRET
     max_file_bytes: int = 128 * MB
     max_pixels: int = 40_000_000
     min_side: int = 32
@@ -77,6 +80,7 @@ class Settings:
             data_dir=path(DATA_DIR_ENV, base.data_dir),
             model_dir=path(MODEL_DIR_ENV, None),
             audit_log=path(AUDIT_LOG_ENV, base.audit_log),
+            deid_secret_file=path(DEID_SECRET_ENV, base.deid_secret_file),
             max_file_bytes=int(number(MAX_FILE_MB_ENV, base.max_file_bytes / MB, float) * MB),
             max_pixels=int(number(MAX_PIXELS_ENV, base.max_pixels, int)),
             min_side=int(number(MIN_SIDE_ENV, base.min_side, int)),

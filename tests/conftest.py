@@ -19,14 +19,18 @@ def session_audit_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path
     into the project's ``artifacts/``; a test that checks entries sets its own ``MEDAPP_AUDIT_LOG``."""
     import os
 
-    path = tmp_path_factory.mktemp("audit") / "audit.jsonl"
-    before = os.environ.get("MEDAPP_AUDIT_LOG")
-    os.environ["MEDAPP_AUDIT_LOG"] = str(path)
+    scratch = tmp_path_factory.mktemp("audit")
+    path = scratch / "audit.jsonl"
+    # The de-identification secret too: tests never create the site's real one in artifacts/.
+    values = {"MEDAPP_AUDIT_LOG": str(path), "MEDAPP_DEID_SECRET_FILE": str(scratch / "deid_secret")}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield path
-    if before is None:
-        os.environ.pop("MEDAPP_AUDIT_LOG", None)
-    else:
-        os.environ["MEDAPP_AUDIT_LOG"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(autouse=True)

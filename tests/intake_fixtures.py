@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, UltrasoundImageStorage
 
 from medapp.data.datasets import data_dir
@@ -29,12 +30,25 @@ PHI = {
     "OperatorsName": "Operator^Olga",
     "StudyID": "STUDY-4242",
     "ImageComments": "Jane has a lump left breast",
+    # Free text the Basic Profile table removes, which an earlier hand-picked list kept (issue 12).
+    "StudyComments": "Seen by Dr Quimby after the fall",
+    "AcquisitionComments": "Patient Jane anxious, scanned twice",
+    "ReasonForTheRequestedProcedure": "Lump found by Jane at home",
+    "TimezoneOffsetFromUTC": "+0230",
+}
+# Free text and identifiers inside sequences: phi_dataset nests them (equipment, procedure codes, two levels deep).
+NESTED_PHI = {
+    "ContributionDescription": "Retouched by Operator Olga at Elsewhere",
+    "LocalCodeMeaning": "Breast US for Jane Doe follow-up",
+    "NestedPersonName": "Nurse^Nightingale",
+    "NestedComment": "Call Jane on 555-0199",
 }
 PRIVATE_VALUE = "SECRET-PRIVATE-VALUE-777"
 STUDY_UID = "1.2.826.0.1.3680043.9.9999.1.1"
 SERIES_UID = "1.2.826.0.1.3680043.9.9999.1.2"
 SOP_UID = "1.2.826.0.1.3680043.9.9999.1.3"
-PHI_STRINGS = [*PHI.values(), "Doe", "Quincy", "Gregory", "Elsewhere", PRIVATE_VALUE, STUDY_UID, SERIES_UID, SOP_UID]
+PHI_STRINGS = [*PHI.values(), *NESTED_PHI.values(), "Doe", "Quincy", "Gregory", "Elsewhere", "Quimby", "Nightingale",
+               "555-0199", PRIVATE_VALUE, STUDY_UID, SERIES_UID, SOP_UID]
 
 
 def dicom_data_dir() -> Path:
@@ -91,6 +105,17 @@ def phi_dataset(*, burned_in: str | None = "NO") -> Dataset:
     if burned_in is not None:
         ds.BurnedInAnnotation = burned_in
     ds.private_block(0x0011, "ACME PRIVATE", create=True).add_new(0x01, "LO", PRIVATE_VALUE)
+    equipment = Dataset()
+    equipment.Manufacturer, equipment.ContributionDescription = "ACME Medical", NESTED_PHI["ContributionDescription"]
+    procedure = Dataset()
+    procedure.CodeValue, procedure.CodingSchemeDesignator = "US-BR-17", "99STELSE"  # a hospital's local code
+    procedure.CodeMeaning = NESTED_PHI["LocalCodeMeaning"]
+    inner = Dataset()  # two levels down: a person, a comment and an instance UID
+    inner.PersonName, inner.TextValue = NESTED_PHI["NestedPersonName"], NESTED_PHI["NestedComment"]
+    inner.ReferencedSOPInstanceUID = SOP_UID
+    procedure.ContentSequence = Sequence([inner])
+    ds.ContributingEquipmentSequence = Sequence([equipment])
+    ds.ProcedureCodeSequence = Sequence([procedure])
     return ds
 
 

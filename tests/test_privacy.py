@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -15,16 +16,20 @@ import pydicom
 import pytest
 from intake_fixtures import PHI_STRINGS, PRIVATE_VALUE, SERIES_UID, SOP_UID, STUDY_UID, dicom_bytes, phi_dataset
 
-from medapp.intake.imaging import load_image
-from medapp.intake.privacy import (
-    SAFE_METADATA_KEYS,
-    AuditLog,
+from medapp.errors import ConfigError
+from medapp.intake.deidentify import (
+    TECHNICAL_TEXT,
     BurnedInTextWarning,
+    action_for,
     deidentify,
     hash_uid,
-    safe_metadata,
-    sha256_bytes,
+    site_secret,
+    table_size,
 )
+from medapp.intake.imaging import load_image
+from medapp.intake.privacy import SAFE_METADATA_KEYS, AuditLog, safe_metadata, sha256_bytes
+
+SECRET = "a" * 64  # a site secret for tests that fix one
 
 
 def assert_no_phi(text: str) -> None:
@@ -49,7 +54,7 @@ def test_medical_image_and_logs_carry_no_phi(tmp_path, caplog):
 def test_deidentify_removes_phi_and_keeps_pixels(caplog):
     caplog.set_level(logging.DEBUG)
     original = phi_dataset()
-    clean = deidentify(original)
+    clean = deidentify(original, salt=SECRET)
     written = dicom_bytes(clean)
     assert_no_phi(written.decode("latin-1") + str(clean) + caplog.text)
     assert clean.PixelData == original.PixelData
@@ -58,33 +63,91 @@ def test_deidentify_removes_phi_and_keeps_pixels(caplog):
     assert reread.PatientIdentityRemoved == "YES" and "Basic Profile" in reread.DeidentificationMethod
     assert reread.DeidentificationMethodCodeSequence[0].CodeValue == "113100"
     assert reread.PatientName == "" and "PatientName" in reread  # Type 2: kept, emptied (PS3.15 action Z)
-    assert "InstitutionName" not in reread and "ImageComments" not in reread  # action X
+    assert not reread.get("InstitutionName") and "ImageComments" not in reread  # X/Z/D emptied; X removed
     assert not any(elem.tag.is_private for elem in reread)
+    assert reread.Manufacturer == "ACME Medical" and reread.Modality == "US"  # equipment facts stay
     assert original.PatientName == "Doe^Jane^Quincy" and PRIVATE_VALUE in str(original)  # input untouched
 
 
-def test_uids_replaced_consistently_with_hashed_uids():
-    first, second = deidentify(phi_dataset()), deidentify(phi_dataset())
+def test_profile_table_is_the_standards_not_a_hand_picked_list():
+    assert table_size() > 600  # PS3.15 Table E.1-1 names about 650 attributes
+    expected = {"PatientName": "Z", "StudyComments": "X", "AcquisitionComments": "X", "InstitutionName": "Z",
+                "ReasonForTheRequestedProcedure": "X", "ContributionDescription": "X", "TimezoneOffsetFromUTC": "X",
+                "StudyInstanceUID": "U", "ContentSequence": "D", "PatientID": "Z"}
+    for keyword, action in expected.items():
+        assert action_for(pydicom.datadict.tag_for_keyword(keyword)) == action, keyword
+    assert action_for(0x60023000) == action_for(0x60003000) == "X"  # overlay data in every repeating group
+    assert action_for(pydicom.datadict.tag_for_keyword("Rows")) is None
+
+
+def test_free_text_and_nested_sequences_are_cleaned():
+    clean = deidentify(phi_dataset(), salt=SECRET)
+    for keyword in ("StudyComments", "AcquisitionComments", "ReasonForTheRequestedProcedure",
+                    "TimezoneOffsetFromUTC"):
+        assert keyword not in clean, keyword
+    equipment = clean.ContributingEquipmentSequence[0]
+    assert "ContributionDescription" not in equipment and equipment.Manufacturer == "ACME Medical"
+    procedure = clean.ProcedureCodeSequence[0]
+    assert procedure.CodeValue == "US-BR-17" and "CodeMeaning" not in procedure  # a local scheme's meaning is text
+    inner = procedure.ContentSequence[0]
+    assert str(inner.get("PersonName") or "") in ("", "Anonymized") and "TextValue" not in inner  # D: a dummy
+    assert inner.ReferencedSOPInstanceUID == clean.SOPInstanceUID == hash_uid(SOP_UID, SECRET)  # linked, salted
+    assert_no_phi(str(clean))
+
+
+def test_standard_code_meanings_and_technical_text_stay():
+    ds = phi_dataset()
+    code = pydicom.Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "76752008", "SCT", "Breast"
+    ds.AnatomicRegionSequence = pydicom.Sequence([code])
+    ds.SoftwareVersions = "4.2.1"
+    clean = deidentify(ds, salt=SECRET)
+    assert clean.AnatomicRegionSequence[0].CodeMeaning == "Breast" and clean.SoftwareVersions == "4.2.1"
+    assert {"Manufacturer", "SoftwareVersions", "CodeValue"} <= TECHNICAL_TEXT
+
+
+def test_uids_replaced_consistently_with_salted_hashes():
+    first, second = deidentify(phi_dataset(), salt=SECRET), deidentify(phi_dataset(), salt=SECRET)
+    other_site = deidentify(phi_dataset(), salt="b" * 64)
     originals = {"StudyInstanceUID": STUDY_UID, "SeriesInstanceUID": SERIES_UID, "SOPInstanceUID": SOP_UID}
     for keyword, old in originals.items():
         new = first[keyword].value
-        assert new != old and new == second[keyword].value == hash_uid(old)
+        assert new != old and new == second[keyword].value == hash_uid(old, SECRET)
+        assert other_site[keyword].value != new  # another site's secret gives other UIDs
+        unsalted = "2.25." + str(int.from_bytes(hashlib.sha512(("\x00" + old).encode()).digest()[:16], "big"))
+        assert new != unsalted  # the previous, unsalted scheme: anyone holding the originals could re-link
         assert re.fullmatch(r"2\.25\.(0|[1-9]\d*)", new) and len(new) <= 64  # PS3.5 9.1 / B.2
     assert first.file_meta.MediaStorageSOPInstanceUID == first.SOPInstanceUID
     assert first.SOPClassUID == phi_dataset().SOPClassUID  # standard class UIDs are not identifying
-    assert hash_uid(STUDY_UID, salt="site secret") != hash_uid(STUDY_UID)
+    with pytest.raises(ConfigError, match="site secret"):
+        hash_uid(STUDY_UID, "short")
+
+
+def test_site_secret_is_created_once_private_and_used_by_default(tmp_path, monkeypatch):
+    from medapp.settings import reload_settings
+
+    path = tmp_path / "site" / "deid_secret"
+    monkeypatch.setenv("MEDAPP_DEID_SECRET_FILE", str(path))
+    reload_settings()
+    secret = site_secret()
+    assert len(secret) == 64 and path.stat().st_mode & 0o777 == 0o600
+    assert site_secret() == secret  # stable: the same study keeps its replacement UIDs
+    assert deidentify(phi_dataset()).StudyInstanceUID == hash_uid(STUDY_UID, secret)
+    path.write_text("too short\n")
+    with pytest.raises(ConfigError, match="shorter than"):
+        site_secret()
 
 
 @pytest.mark.parametrize(("burned_in", "warns"), [("YES", "Burned In Annotation is YES"), (None, "ultrasound without")])
 def test_burned_in_annotation_warnings(burned_in, warns):
     with pytest.warns(BurnedInTextWarning, match=warns):
-        deidentify(phi_dataset(burned_in=burned_in))
+        deidentify(phi_dataset(burned_in=burned_in), salt=SECRET)
 
 
 def test_no_warning_when_burned_in_is_no():
     with warnings.catch_warnings():
         warnings.simplefilter("error", BurnedInTextWarning)
-        deidentify(phi_dataset(burned_in="NO"))
+        deidentify(phi_dataset(burned_in="NO"), salt=SECRET)
 
 
 def test_safe_metadata_filters_unknown_keys():

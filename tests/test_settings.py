@@ -89,6 +89,14 @@ def test_audit_log(monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tmp_pa
     assert len(entries) == 1 and "scan.png" not in target.read_text()
 
 
+def test_deid_secret_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from medapp.intake.deidentify import site_secret
+
+    target = tmp_path / "keys" / "deid_secret"
+    _set(monkeypatch, "MEDAPP_DEID_SECRET_FILE", str(target))
+    assert site_secret() == target.read_text().strip()
+
+
 def test_max_file_mb(monkeypatch: pytest.MonkeyPatch) -> None:
     data = _png(200, 260)
     assert load_image(data).original_size == (200, 260)

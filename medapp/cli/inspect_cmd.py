@@ -67,7 +67,7 @@ def _write_deidentified(data: bytes, image: MedicalImage, out_dir: Path) -> tupl
         warnings.simplefilter("always")
         if image.source_kind == "dicom":
             from ..intake.dicom import read_dataset
-            from ..intake.privacy import deidentify
+            from ..intake.deidentify import deidentify
 
             clean = deidentify(read_dataset(data))
             name = str(clean.get("SOPInstanceUID") or sha256_bytes(data)[:32])
