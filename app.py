@@ -6,9 +6,11 @@ import streamlit as st
 
 from medapp.reporting.icon import app_icon
 from pages.common import FRAME_KEY, return_to_page, sidebar
+from pages.signin import require_signin
 
 # The tab icon is drawn locally: a Material or emoji icon would be fetched from a font host outside the hospital.
 st.set_page_config(page_title="medapp · breast ultrasound", page_icon=app_icon(), layout="wide")
+identity = require_signin()  # with an identity provider configured, nobody gets past here before signing in
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
     st.Page("pages/performance.py", title="Model performance", icon=":material/monitoring:"),
@@ -17,5 +19,5 @@ navigation = st.navigation([
 ])
 st.session_state[FRAME_KEY] = True
 return_to_page()
-sidebar()
+sidebar(identity)
 navigation.run()

@@ -5,18 +5,24 @@ Prints:
    ``--uploads`` different BUSI test images in one session, model warm (aim: p50 under 1.5 s on 2 cores);
 2. memory: the server's RSS before and after ``--memory-uploads`` uploads in one session (aim: growth < 200 MB);
 3. concurrency: ``--sessions`` browser sessions uploading different images at once; each must show its own
-   file and the P(malignant) that medapp computes for that image directly, with no error.
+   file and the P(malignant) that medapp computes for that image directly, with no error;
+4. worklist: ``--worklist`` BUSI test images (default 10) uploaded at once in a new session, ``--worklist-repeats``
+   times (different images each time, model warm): seconds to the first "Analysed 1 of n" progress, to the worklist
+   with every row listed and its P(malignant), and to the open case's heatmap; p50 over the repeats, side by side
+   with the single-image upload -> overlay p50 of (1).
 
 Starts `streamlit run app.py` on a free port (shipped model, or $MEDAPP_MODEL_DIR) unless ``--url`` names a
 running server (then ``--pid`` gives its process for RSS).
 
-    .venv/bin/python bench/app_load.py [--uploads 20] [--memory-uploads 50] [--sessions 4]
+    .venv/bin/python bench/app_load.py [--uploads 20] [--memory-uploads 50] [--sessions 4] [--worklist 10]
+                                       [--worklist-repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import sys
@@ -29,12 +35,26 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medapp.data.datasets import load_busi_records  # noqa: E402
+from medapp.reporting.report import HEATMAP_CAPTION
 from tests.app_fixtures import CHROMIUM, CHROMIUM_ARGS, AppServer  # noqa: E402
 
 TIMEOUT_MS = 120_000
 # The overlay <img> (found by its caption), or null; Streamlit's media URLs change with the picture.
-OVERLAY_JS = """() => { const box = [...document.querySelectorAll('[data-testid=stImage]')]
-    .find(b => b.innerText.includes('Where the model looked')); return box ? box.querySelector('img') : null; }"""
+OVERLAY_JS = f"""() => {{ const box = [...document.querySelectorAll('[data-testid=stImage]')]
+    .find(b => b.innerText.includes({json.dumps(HEATMAP_CAPTION)})); return box ? box.querySelector('img') : null; }}"""
+# The Diagnose page's worklist (pages/worklist_view.py): a progress bar "Analysed i of n: NAME" while new files are
+# analysed, then an st.dataframe. Its canvas grid keeps an accessible <table role=grid> with the cells' values.
+PROGRESS_JS = """() => { const m = document.body.innerText.match(/Analysed (\\d+) of (\\d+)/);
+    if (m) return Number(m[1]);
+    return document.querySelector('[data-testid=stDataFrame] table[role=grid]') ? -1 : false; }"""
+WORKLIST_JS = """() => { const grid = document.querySelector('[data-testid=stDataFrame] table[role=grid]');
+    if (!grid) return null;
+    const col = [...grid.querySelectorAll('thead th')].map(h => h.innerText.trim()).indexOf('P(malignant)');
+    const rows = [...grid.querySelectorAll('tbody tr')];
+    const files = rows.map(r => r.children[1] ? r.children[1].innerText.trim() : '');
+    const withP = rows.filter(r => col >= 0 && r.children[col]
+        && /\\d/.test(r.children[col].innerText)).length;  // "88%", "<1%"
+    return {listed: Number(grid.getAttribute('aria-rowcount')) - 1, visible: rows.length, withP, files}; }"""
 
 
 async def open_session(browser, url: str):
@@ -128,9 +148,90 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> int:
                   f"session: growth {after - before:+.0f} MB ({'ok' if ok else 'OVER'} the 200 MB budget)")
         await page.close()
 
+        if args.worklist and args.worklist_repeats:
+            single = statistics.median(times) if times else None
+            failures += await worklist_scenario(browser, url, images, args, single)
         if args.sessions:
             failures += await concurrent_sessions(browser, url, images, args.sessions)
         await browser.close()
+    return failures
+
+
+async def upload_worklist(page, paths: list[Path]) -> dict:
+    """Upload ``paths`` at once; seconds from choosing the files to the first progress line, to the worklist listing
+    every file, and to the open case's heatmap (or its scope warning), and the rows shown with a P(malignant)."""
+    t0 = time.perf_counter()
+    await page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files([str(p) for p in paths])
+    first = await (await page.wait_for_function(PROGRESS_JS, polling="raf")).json_value()
+    t_progress = time.perf_counter() - t0 if first != -1 else None  # -1: the list came before any progress showed
+    listed = await page.wait_for_function(
+        f"n => {{ const w = ({WORKLIST_JS})(); return w && w.listed === n ? w : false; }}", arg=len(paths),
+        polling="raf")
+    t_list, shown = time.perf_counter() - t0, await listed.json_value()
+    overlay = await page.wait_for_function(
+        f"""() => {{ const i = ({OVERLAY_JS})(); if (i && i.complete && i.naturalWidth > 0) return 'overlay';
+            return document.body.innerText.includes("Outside the model's intended use") ? 'scope' : false; }}""")
+    t_open = time.perf_counter() - t0
+    errors = await page.get_by_test_id("stException").count() + await page.get_by_test_id("stAlertContentError").count()
+    return {"progress": t_progress, "first_index": first, "all": t_list, "open": t_open, "with_p": shown["withP"],
+            "visible": shown["visible"], "files": shown["files"], "open_kind": await overlay.json_value(),
+            "errors": errors}
+
+
+async def worklist_scenario(browser, url: str, images: list[Path], args: argparse.Namespace,
+                            single: float | None) -> int:
+    """``--worklist-repeats`` worklists of ``--worklist`` images, each in a new session with images not used before
+    in it; prints p50s beside the single-image baseline. Returns the number of failed repeats."""
+    from playwright.async_api import TimeoutError as PlaywrightTimeoutError
+
+    n, failures, runs, model_s = args.worklist, 0, [], []
+    for r in range(args.worklist_repeats):
+        paths = images[60 + r * n: 60 + (r + 1) * n] or images[:n]  # past the single-image and memory uploads
+        before = len(audit_entries(args.audit_log))
+        page = await open_session(browser, url)
+        try:
+            result = await upload_worklist(page, paths)
+        except PlaywrightTimeoutError as e:  # names what never showed
+            print(f"  worklist repeat {r + 1}: ERROR {type(e).__name__}: {str(e).splitlines()[0]}")
+            failures += 1
+            continue
+        finally:
+            await page.close()
+        ok = sorted(result["files"]) == sorted(p.name for p in paths) and not result["errors"]
+        failures += not ok
+        runs.append(result)
+        entries = audit_entries(args.audit_log)[before:]
+        model_s.append(sum(e["outputs"]["timing_ms"]["total"] for e in entries if "timing_ms" in e.get("outputs", {}))
+                       / 1000)
+        progress = f"{result['progress']:.2f} s" if result["progress"] is not None else "not seen"
+        print(f"  worklist repeat {r + 1}: first progress {progress} ({result['first_index']} of {n}), all {n} rows "
+              f"{result['all']:.2f} s ({result['with_p']} of {result['visible']} shown rows with a P(malignant)), "
+              f"open case {result['open_kind']} {result['open']:.2f} s, model {model_s[-1]:.2f} s "
+              f"({len(entries)} audit entries){'' if ok else ': WRONG (files or errors)'}")
+    if not runs:
+        return failures
+
+    def p50(key: str) -> float | None:
+        values = [r[key] for r in runs if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    def row(label: str, value: float | None, per_image: bool = False) -> str:
+        if value is None:
+            return f"  {label:42s} {'n/a':>8s}"
+        ratio = f"{value / single:5.2f}x" if single else "  n/a"
+        text = f"  {label:42s} {value:6.2f} s   {ratio} the single-image p50"
+        return text + (f"; per image {value / n:.2f} s = {value / n / single:.2f}x" if per_image and single else "")
+
+    base = f"{single:.2f} s" if single else "not measured (--uploads 0)"
+    print(f"{n}-image worklist, p50 over {len(runs)} repeat(s), new session each, model warm "
+          f"(single-image upload -> overlay p50: {base}):")
+    print(row(f"first progress line (1 of {n} analysed)", p50("progress")))
+    print(row(f"all {n} rows listed with P(malignant)", p50("all"), per_image=True))
+    print(row("open case's heatmap on screen", p50("open")))
+    print(f"  first P(malignant) on screen: {p50('all'):.2f} s, with the whole list (the page shows per-file progress, "
+          "not each result as it finishes)")
+    print(f"  of which the model (from the audit log, {n} analyses without heatmap + the open case's): p50 "
+          f"{statistics.median(model_s):.2f} s")
     return failures
 
 
@@ -172,6 +273,8 @@ def main() -> int:
     parser.add_argument("--uploads", type=int, default=20)
     parser.add_argument("--memory-uploads", type=int, default=50)
     parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--worklist", type=int, default=10, help="images uploaded at once (0: skip)")
+    parser.add_argument("--worklist-repeats", type=int, default=3)
     parser.add_argument("--url", help="a running server (default: start one)")
     parser.add_argument("--pid", type=int, help="the running server's process id, for RSS")
     parser.add_argument("--audit-log", type=Path, help="the running server's audit log, for the model's share")

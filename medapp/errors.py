@@ -44,3 +44,13 @@ class SiteProfileError(MedAppError, ValueError):
 
 class AuditLogError(MedAppError, OSError):
     """The audit log cannot be written or read; no result is shown that the log did not record."""
+
+
+class ExportNotConfirmedError(MedAppError, ValueError):
+    """An image without a known scan region would leave medapp whole: the user must choose how (blank the text bands,
+    or confirm the whole image shows no patient details) before any export is made."""
+
+
+class PacsError(MedAppError, OSError):
+    """The PACS cannot be reached, is too slow, refuses the credentials or answers an error; or a DICOMweb
+    answer is not what the standard says. Nothing is stored twice and nothing is reported as stored that was not."""

@@ -35,6 +35,11 @@ DEID_SECRET_ENV = "MEDAPP_DEID_SECRET_FILE"
 MAX_FILE_MB_ENV = "MEDAPP_MAX_FILE_MB"
 MAX_PIXELS_ENV = "MEDAPP_MAX_PIXELS"
 MIN_SIDE_ENV = "MEDAPP_MIN_SIDE"
+PACS_URL_ENV = "MEDAPP_PACS_URL"
+PACS_USER_ENV = "MEDAPP_PACS_USER"
+PACS_PASSWORD_FILE_ENV = "MEDAPP_PACS_PASSWORD_FILE"
+PACS_CA_BUNDLE_ENV = "MEDAPP_PACS_CA_BUNDLE"
+PACS_TIMEOUT_ENV = "MEDAPP_PACS_TIMEOUT"
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,10 @@ class Settings:
     Intake limits: ``max_file_bytes`` bounds what is read into memory at all; ``max_pixels`` bounds one decoded
     frame (40 Mpx is larger than any mammogram or ultrasound and keeps the float32 working copies under ~200 MB
     each); ``min_side`` is the shortest side worth judging.
+
+    PACS (:mod:`medapp.pacs.client`): the DICOMweb base URL, the user, a file holding the password (never the
+    password itself: the environment is readable by child processes and shows up in crash reports), a CA bundle
+    for TLS (None: the system's), and the seconds one request may take.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -53,6 +62,11 @@ class Settings:
     max_file_bytes: int = 128 * MB
     max_pixels: int = 40_000_000
     min_side: int = 32
+    pacs_url: str | None = None
+    pacs_user: str | None = None
+    pacs_password_file: Path | None = None
+    pacs_ca_bundle: Path | None = None
+    pacs_timeout: float = 30.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +98,11 @@ class Settings:
             max_file_bytes=int(number(MAX_FILE_MB_ENV, base.max_file_bytes / MB, float) * MB),
             max_pixels=int(number(MAX_PIXELS_ENV, base.max_pixels, int)),
             min_side=int(number(MIN_SIDE_ENV, base.min_side, int)),
+            pacs_url=env.get(PACS_URL_ENV, "").strip() or None,
+            pacs_user=env.get(PACS_USER_ENV, "").strip() or None,
+            pacs_password_file=path(PACS_PASSWORD_FILE_ENV, None),
+            pacs_ca_bundle=path(PACS_CA_BUNDLE_ENV, None),
+            pacs_timeout=float(number(PACS_TIMEOUT_ENV, base.pacs_timeout, float)),
         )
 
 

@@ -20,7 +20,9 @@ from medapp.reporting.figures import render_charts
 from medapp.reporting.report import DECISION_SUPPORT
 from medapp.serving.analysis import open_audit_log
 from medapp.serving.predict import Predictor
+from medapp.serving.signin import Identity
 from pages.calibration_setting import PROFILE_KEY, SHIPPED, profile_setting
+from pages.signin import current_identity, signin_status
 
 FRAME_KEY = "medapp_frame"
 RETURN_KEY = "medapp_return_to"
@@ -46,22 +48,26 @@ def return_to_page() -> None:
 
 
 @st.cache_resource(show_spinner="Loading the model…")
-def load_predictor(model_dir: str, profile: str | None = None, _stamp: float = 0.0) -> Predictor:
-    """Once per process and site profile, shared by every session (Predictor is thread-safe); ``_stamp`` (the
+def load_predictor(model_dir: str, profile: str | None = None, stamp: float = 0.0) -> Predictor:
+    """Once per process and site profile, shared by every session (Predictor is thread-safe); ``stamp`` (the
     profile file's mtime) reloads a profile saved again or removed."""
     return Predictor.from_dir(model_dir, profile=profile)
 
 
 def audit_log() -> AuditLog:
-    """The deployment's audit log (a path, cheap to build each run; not cached, so a changed MEDAPP_AUDIT_LOG is
-    followed)."""
-    return open_audit_log()
+    """The deployment's audit log, naming this session's user (a path, cheap to build each run; not cached, so a
+    changed MEDAPP_AUDIT_LOG is followed)."""
+    identity = current_identity()
+    if identity is None:  # not reached: app.py's gate shows only the sign-in page until someone signs in
+        st.stop()
+    return open_audit_log(identity.user)
 
 
 @st.cache_data(show_spinner="Drawing the charts…", max_entries=8)
-def dashboard_files(model_dir: str, filename: str, _stamp: float) -> tuple[dict[str, Any] | None, Any,
+def dashboard_files(model_dir: str, filename: str, stamp: float) -> tuple[dict[str, Any] | None, Any,
                                                                              dict[str, bytes]]:
-    """One metrics file, history.csv and every chart as PNG; ``_stamp`` (file mtime) refreshes after a
+    """One metrics file, history.csv and every chart as PNG; ``stamp`` (file mtime; hashed, which an argument
+    named with a leading underscore would not be) refreshes after a
     re-evaluate."""
     metrics, history = load_metrics(model_dir, filename), load_history(model_dir)
     return metrics, history, (render_charts(metrics, history) if metrics else {})
@@ -96,8 +102,9 @@ def file_stamp(model_dir: str, filename: str) -> float:
     return path.stat().st_mtime if path.is_file() else 0.0
 
 
-def sidebar() -> None:
+def sidebar(identity: Identity) -> None:
     with st.sidebar:
+        signin_status(identity)
         st.warning(f"**{DECISION_SUPPORT}**", icon=":material/medical_information:")
         predictor = get_predictor()
         if predictor is not None:

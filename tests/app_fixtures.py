@@ -89,14 +89,15 @@ def make_prediction(p_malignant: float = 0.62, *, in_scope: bool = True, shape: 
     from medapp.serving.predict import OUTSIDE_INTENDED_USE, Prediction
 
     rest = (1 - p_malignant) / 2
+    category = categorize_likelihood(p_malignant, label="malignant", threshold=threshold, normal_ceiling=0.1)
     yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     heatmap = np.exp(-((yy - shape[0] / 2) ** 2 + (xx - shape[1] / 3) ** 2) / 400.0).astype(np.float32)
     return Prediction(
         probabilities={"normal": rest, "benign": rest, "malignant": p_malignant}, p_malignant=p_malignant,
         threshold=threshold, decision=p_malignant >= threshold,
-        decision_text=decision_sentence(p_malignant, threshold) if in_scope else OUTSIDE_INTENDED_USE,
+        decision_text=decision_sentence(p_malignant, threshold, category) if in_scope else OUTSIDE_INTENDED_USE,
         label="malignant" if p_malignant > rest else "benign",
-        category=categorize_likelihood(p_malignant, label="malignant", threshold=threshold, normal_ceiling=0.1),
+        category=category,
         uncertainty=0.03, low_confidence=False, in_scope=in_scope, scope_score=3.0 if in_scope else 40.0,
         scope_threshold=10.0, quality_flags=[],
         out_of_scope_reasons=[] if in_scope else ["image content does not look like breast ultrasound"],
@@ -165,13 +166,19 @@ def free_port() -> int:
 
 
 class AppServer:
-    """``streamlit run app.py`` headless on a free localhost port, in its own process group; a context manager."""
+    """``streamlit run app.py`` headless on a free localhost port, in its own process group; a context manager.
 
-    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None):
+    ``secrets``: the one secrets.toml Streamlit reads (its ``secrets.files`` option), instead of the project's and
+    the user's ``.streamlit/secrets.toml``; a path that does not exist means no secrets at all.
+    """
+
+    def __init__(self, env: dict[str, str] | None = None, port: int | None = None, log_path: Path | None = None,
+                 secrets: Path | None = None):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = env or {}
         self.log_path = log_path
+        self.secrets = secrets
         self.proc: Any = None
 
     def __enter__(self) -> AppServer:
@@ -185,7 +192,8 @@ class AppServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
              "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
+             "--server.fileWatcherType", "none",
+             *(["--secrets.files", str(self.secrets)] if self.secrets is not None else [])],
             cwd=PROJECT_ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True)
         deadline = time.monotonic() + 60

@@ -155,8 +155,7 @@ def compressed_dicom_declaring(codec: str, side: int, *, rows: int = 256, column
     gradient = (np.arange(rows * columns, dtype=np.uint32) % 251).astype(np.uint8).reshape(rows, columns)
     if codec == "jpeg":
         stream = bytearray(encode(gradient, "JPEG", quality=90))
-        sof = stream.find(b"\xff\xc0")
-        stream[sof + 5 : sof + 9] = struct.pack(">HH", side, side)
+        patch_frame_header(stream, side, side)
         syntax = JPEGBaseline8Bit
     else:
         stream = bytearray(encode(gradient, "JPEG2000", no_jp2=True, irreversible=False))
@@ -181,3 +180,64 @@ def dicom_nested(depth: int) -> bytes:
     base = dicom_bytes(make_dataset(np.zeros((64, 64), np.uint8), modality="US"))
     at = base.rfind(b"\xe0\x7f\x10\x00")  # (7FE0,0010) Pixel Data
     return base[:at] + nested + base[at:]
+
+
+# --- More hostile inputs for the issue 12 battery (tests/hostile_battery.py) ---
+
+
+def patch_frame_header(stream: bytearray, rows: int, columns: int, *, marker: bytes = b"\xff\xc0") -> int:
+    """Make every JPEG frame header ``marker`` (SOF0, FFC0; JPEG-LS's SOF55 is FFF7) in ``stream`` declare
+    ``rows`` x ``columns`` (ITU-T T.81 B.2.2: length, precision, Y, X); returns how many were patched. Entropy-coded
+    data cannot hold these markers (a 0xFF there is followed by 0x00, or by a byte below 0x80 in JPEG-LS)."""
+    count, at = 0, stream.find(marker)
+    while at >= 0:
+        stream[at + 5 : at + 9] = struct.pack(">HH", rows, columns)
+        count, at = count + 1, stream.find(marker, at + 9)
+    return count
+
+
+def jpeg_declaring(width: int, height: int) -> bytes:
+    """A 64 x 64 px JPEG (about 1 kB) whose frame header declares ``width`` x ``height``: a JPEG bomb's header."""
+    stream = bytearray(encode(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1)), "JPEG", quality=90))
+    patch_frame_header(stream, height, width)
+    return bytes(stream)
+
+
+def tiff_with_page_declaring(width: int, height: int) -> bytes:
+    """A two-page TIFF (about 9 kB): page 1 is a valid 64 x 64 px image, page 2's header (its IFD's ImageWidth and
+    ImageLength, TIFF 6.0 section 8) declares ``width`` x ``height``: the later-page bomb of issue 12, item 2."""
+    pages = [Image.fromarray(np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))) for _ in range(2)]
+    buf = io.BytesIO()
+    pages[0].save(buf, format="TIFF", save_all=True, append_images=pages[1:])
+    data = bytearray(buf.getvalue())
+    assert data[:4] == b"II*\x00", "Pillow writes little-endian TIFF"
+    (first,) = struct.unpack_from("<I", data, 4)
+    (count,) = struct.unpack_from("<H", data, first)
+    (second,) = struct.unpack_from("<I", data, first + 2 + 12 * count)  # the next IFD's offset: page 2
+    (count,) = struct.unpack_from("<H", data, second)
+    for entry in range(second + 2, second + 2 + 12 * count, 12):
+        tag, kind = struct.unpack_from("<HH", data, entry)
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT (3) or LONG (4)
+            struct.pack_into("<H" if kind == 3 else "<I", data, entry + 8, width if tag == 256 else height)
+    return bytes(data)
+
+
+def jpeg_ls_dicom_declaring(side: int) -> bytes:
+    """The shared JPEG-LS DICOM (pydicom's ``emri_small_jpeg_ls_lossless.dcm``: 10 frames of 64 x 64) with every
+    frame's codestream (SOF55) patched to declare ``side`` x ``side``; skips when the shared data is absent
+    (Pillow cannot write JPEG-LS)."""
+    path = dicom_data_dir() / "emri_small_jpeg_ls_lossless.dcm"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (it ships with the shared data)")
+    data = bytearray(path.read_bytes())
+    assert patch_frame_header(data, side, side, marker=b"\xff\xf7") > 0
+    return bytes(data)
+
+
+def structured_report() -> Dataset:
+    """A Basic Text SR: a DICOM with a header and no pixel data (what a PACS export of a report looks like)."""
+    ds = make_dataset(np.zeros((64, 64), np.uint8))
+    del ds.PixelData, ds.Rows, ds.Columns
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR Storage
+    ds.Modality = "SR"
+    return ds

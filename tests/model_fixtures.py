@@ -121,6 +121,19 @@ def reseal(model_dir: Path) -> None:
     write_checksums(model_dir, (CARD_FILE, WEIGHTS_FILE, SCOPE_FILE))
 
 
+def edit_card(folder: Path, path: tuple[str, ...], value: object) -> None:
+    """Set one (nested) field of the folder's model_card.json by hand, as a careless or hostile edit would (the
+    folder is not re-sealed: see :func:`reseal`)."""
+    import json
+
+    raw = json.loads((folder / "model_card.json").read_text())
+    target = raw
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    (folder / "model_card.json").write_text(json.dumps(raw))
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))

@@ -14,9 +14,11 @@ from medapp.serving.analysis import (
     Workspace,
     analyze_upload,
     apply_window,
+    open_audit_log,
     viewer_images,
     worklist_rows,
 )
+from medapp.settings import reload_settings
 from tests.app_fixtures import StubPredictor, png_bytes
 
 
@@ -130,3 +132,14 @@ def test_viewer_images_no_overlay_out_of_scope():
     good = ws.analyze(predictor, [_upload("good.png", 0.5)])[0]
     original, overlay = viewer_images(good, opacity=0.5, window=(0.5, 0.5))
     assert overlay.shape == original.shape and not np.array_equal(overlay, original)
+
+
+def test_results_and_refusals_name_the_user_in_the_audit_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDAPP_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
+    reload_settings()
+    audit = open_audit_log("dr.a@hospital.example")
+    analyze_upload(StubPredictor(), _upload("a.png", 0.6), audit=audit)
+    analyze_upload(StubPredictor(), Upload("b.png", b"\x89PNG broken"), audit=audit)
+    entries = AuditLog(tmp_path / "audit.jsonl").read()
+    assert [("refused" in e["outputs"], e["user"]) for e in entries] == [(False, "dr.a@hospital.example"),
+                                                                        (True, "dr.a@hospital.example")]

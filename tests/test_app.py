@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
@@ -14,11 +16,14 @@ from streamlit.testing.v1 import AppTest
 from medapp.data.datasets import data_dir
 from medapp.errors import MedAppError
 from medapp.intake.imaging import load_image
+from medapp.intake.privacy import AuditLog
 from medapp.markup import plain
 from medapp.model.card import ModelCard
 from medapp.model.checkpoint import default_model_dir
+from medapp.reporting.export_region import BLANK_BANDS, NO_REGION_WARNING
 from medapp.reporting.figures import CHARTS
-from medapp.reporting.report import DECISION_SUPPORT
+from medapp.reporting.report import DECISION_SUPPORT, HEATMAP_CAPTION
+from medapp.serving.signin import LOCAL_USER
 from medapp.settings import reload_settings
 from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     PROJECT_ROOT,
@@ -91,12 +96,16 @@ def test_busi_image_shows_probability_category_and_overlay(app):
     captions = [c for im in app.get("imgs") for c in im.captions] if app.get("imgs") else []
     images = app.get("image")
     captions += [c for im in images for c in im.captions]
-    assert "Image" in captions and any(c.startswith("Where the model looked") for c in captions)
+    assert "Image" in captions and any(c.startswith(HEATMAP_CAPTION) for c in captions)
+    assert not app.get("download_button")  # a PNG states no scan region: nothing leaves before the user chooses
+    assert any(NO_REGION_WARNING in w.value for w in app.warning)
+    next(r for r in app.radio if str(r.key).startswith("export_")).set_value(BLANK_BANDS).run()
     labels = [b.label for b in app.get("download_button")]
     assert labels == ["Download PDF report", "Download overlay PNG"]
-    app.selectbox(key="cam_method").set_value("eigencam").run()
+    assert any("are blanked" in c.value for c in app.caption)
+    app.radio(key="cam_method").set_value("eigencam").run()
     assert not app.exception
-    assert any("(eigencam)" in c for im in app.get("image") for c in im.captions)
+    assert any("(EigenCAM)" in c for im in app.get("image") for c in im.captions)
 
 
 def test_corrupt_file_shows_intakes_message_and_others_go_on(app):
@@ -120,7 +129,7 @@ def test_out_of_scope_image_shows_scope_warning_and_no_probability(app):
     text = _texts(app)
     assert "P(malignant)" not in text and "%" not in " ".join(str(m.value) for m in app.markdown)
     assert not app.get("download_button")
-    assert all(not c.startswith("Where the model looked") for im in app.get("image") for c in im.captions)
+    assert all(not c.startswith(HEATMAP_CAPTION) for im in app.get("image") for c in im.captions)
 
 
 def test_worklist_sorted_most_suspicious_first(app):
@@ -143,7 +152,7 @@ def test_dicom_frame_selector_and_window(app):
     frame.set_value(2).run()
     assert not app.exception
     assert any(s.label == "Window width" for s in app.slider)
-    details = " ".join(str(j.value) for j in app.json)
+    details = " ".join(str(t.value) for t in app.table)  # image details: a readable table, not a JSON tree
     assert "2 of 2" in details and "DICOM".lower() in details.lower()
 
 
@@ -155,6 +164,7 @@ def dashboard(app_model_dir, monkeypatch, tmp_path):  # noqa: F811
     for real in model_dir.glob("metrics*.json"):  # only the fake evaluation below
         real.unlink()
     (model_dir / "cross_site.json").unlink(missing_ok=True)
+    (model_dir / "test_scorings.json").unlink(missing_ok=True)
     write_fake_model_files(model_dir)
     return model_dir
 
@@ -173,35 +183,75 @@ def test_dashboard_renders_every_chart(dashboard, monkeypatch):
     captions = [c for im in at.get("image") for c in im.captions]
     assert sorted(captions) == sorted(CHARTS.values())
     assert {m.label for m in at.metric} >= {"AUC", "Sensitivity", "Specificity", "PPV", "NPV"}
-    assert len(at.dataframe) == 2  # localisation and anchors
+    assert len(at.dataframe) == 1  # anchors
     before = [m.value for m in at.metric if m.label == "Sensitivity"][-1]
     at.slider[0].set_value(0.9).run()
     after = [m.value for m in at.metric if m.label == "Sensitivity"][-1]
     assert not at.exception and before != after
 
 
-def test_dashboard_shows_each_hospital_per_scanner_and_across_sites(dashboard, monkeypatch):
-    import json
+def _table(at: AppTest, first_header: str):
+    """The st.table whose first column is ``first_header``, as a DataFrame."""
+    (table,) = [t.value for t in at.table if list(t.value.columns)[:1] == [first_header]]
+    return table
 
+
+def test_dashboard_localisation_table_is_readable_and_says_what_the_heatmaps_explain(dashboard, monkeypatch):
+    metrics = fake_metrics()
+    metrics["localization"].update(target="predicted", explain={"target_layer": "x", "method": "gradcam"})
+    (dashboard / "metrics.json").write_text(json.dumps(metrics))
+    at = _dashboard(dashboard, monkeypatch)
+    table = _table(at, "Heatmap method")
+    assert list(table.columns) == ["Heatmap method", "Peak inside the lesion", "Heat inside the lesion", "Lesions"]
+    assert list(table["Heatmap method"]) == ["Grad-CAM (default)", "EigenCAM", "centre prior (baseline)"]
+    assert not table.isna().any().any() and "None" not in table.to_string()
+    captions = " ".join(c.value for c in at.caption)
+    assert "explain each image's top-scoring class" in captions and "**Peak inside the lesion**" in captions
+    assert "separate panels" in captions  # why training and validation loss are drawn apart
+
+
+def test_dashboard_without_a_scoring_record_says_the_test_figures_may_be_optimistic(dashboard, monkeypatch):
+    at = _dashboard(dashboard, monkeypatch)
+    assert "optimistic" in at.info[0].value
+
+
+def test_dashboard_shows_each_hospital_per_scanner_and_across_sites(dashboard, monkeypatch):
     busbra = fake_metrics(n=120, seed=3)
     busbra.update(dataset="busbra", auc_definition="malignant vs benign", anchors=[],
-                  per_device={d: {"n": 60, "n_positive": 20, "auc": 0.9, "sensitivity": 0.85, "specificity": 0.7,
-                                  "ece": 0.05, "scope_pass_rate": 0.97} for d in ("Scanner A", "Scanner B")})
+                  per_device={d: {"n": 60, "n_positive": 20, "n_negative": 40, "auc": 0.9, "auc_ci": [0.8, 0.95],
+                                  "sensitivity": 0.85, "specificity": 0.7, "ece": 0.05, "scope_pass_rate": 0.97}
+                              for d in ("Scanner A", "Scanner B")})
     del busbra["localization"]
     (dashboard / "metrics_busbra_test.json").write_text(json.dumps(busbra))
     rows = [{"trained_on": t, "tested_on": s, "site_seen_in_training": s in t, "n": 10, "auc": 0.8,
-             "sensitivity": 0.8, "specificity": 0.7, "ece": 0.05, "scope_pass_rate": 0.9}
+             "auc_ci": [0.7, 0.9], "sensitivity": 0.8, "specificity": 0.7, "ece": 0.05, "scope_pass_rate": 0.9}
             for t in ("busi", "busbra", "busi+busbra") for s in ("busi", "busbra")]
     (dashboard / "cross_site.json").write_text(json.dumps({"rows": rows}))
+    busi = json.loads((dashboard / "metrics.json").read_text())
+    record = {"note": "Chosen on validation.", "scorings": {
+        "busi": [{"model": "fake_model", "weights_sha256": busi["weights_sha256"], "auc": busi["auc"]},
+                 {"model": "earlier", "weights_sha256": "1" * 64, "auc": 0.9}],
+        "busbra": [{"model": "fake_model", "weights_sha256": busi["weights_sha256"], "auc": busbra["auc"]}]}}
+    (dashboard / "test_scorings.json").write_text(json.dumps(record))
     at = _dashboard(dashboard, monkeypatch)
+
+    note = at.info[0].value
+    assert "Chosen on validation." in note and "scored by 2 models across the project (this model among them)" in note
+    side = _table(at, "Measure").set_index("Measure")
+    assert list(side.columns) == ["BUSI test (Cairo, Egypt)", "BUS-BRA test (Rio de Janeiro, Brazil)"]
+    auc = side.loc["AUC (95% CI)"]  # from the files, not typed in
+    assert auc.iloc[0].startswith(f"{busi['auc']:.3f} (") and auc.iloc[1].startswith(f"{busbra['auc']:.3f} (")
+    assert side.loc["AUC compares"].iloc[1] == "malignant vs benign"
+    n_pos = busbra["n_positive"]
+    assert side.loc["Sensitivity at the threshold"].iloc[1].endswith(f" of {n_pos})")
+    scanners = _table(at, "Test set")
+    assert list(scanners["Scanner"]) == ["Scanner A", "Scanner B"] and set(scanners["Test set"]) == {"BUS-BRA test"}
+    assert len(_table(at, "Trained on")) == 6  # across sites
+
     assert at.selectbox[0].options == ["BUSI test (Cairo, Egypt)", "BUS-BRA test (Rio de Janeiro, Brazil)"]
-    assert len(at.dataframe) == 3  # across sites, localisation, anchors
     at.selectbox[0].select("BUS-BRA test (Rio de Janeiro, Brazil)").run()
     assert not at.exception
     assert "Malignant vs benign" in " ".join(c.value for c in at.caption)
-    tables = [d.value for d in at.dataframe]
-    assert len(tables) == 2 and list(tables[0]["scanner"]) == ["Scanner A", "Scanner B"]  # per scanner, sites
-    assert len(tables[1]) == 6
 
 
 @pytest.mark.parametrize("model_dir", shipped_model_dirs() or [None])
@@ -211,6 +261,11 @@ def test_dashboard_on_shipped_metrics(model_dir, monkeypatch):
     at = _dashboard(model_dir, monkeypatch)
     captions = [c for im in at.get("image") for c in im.captions]
     assert set(captions) >= {CHARTS[k] for k in ("roc", "pr", "confusion", "reliability")}
+    record_file = model_dir / "test_scorings.json"
+    if record_file.is_file():  # the honest record, with the counts its file holds
+        record = json.loads(record_file.read_text())
+        for dataset, entries in record["scorings"].items():
+            assert f"scored by {len(entries)} model" in at.info[0].value, dataset
 
 
 def test_model_card_page(app):
@@ -224,3 +279,58 @@ def test_model_card_page(app):
         text = " ".join(m.value for m in app.markdown)
         assert "may not carry to them" in text and "busbra" in text
         assert "On the BUSI test (Cairo, Egypt)" in text and "On the BUS-BRA test (Rio de Janeiro, Brazil)" in text
+
+
+def _heading(at: AppTest) -> str:
+    return [h.value for h in at.subheader if h.value != "Worklist"][0].replace("\\", "")  # Markdown-escaped
+
+
+def test_open_case_follows_identity_when_files_are_added(app):
+    files = [busi_test_image("benign", 1), busi_test_image("benign", 2), busi_test_image("malignant", 1)]
+    _upload(app, *((p.name, p.read_bytes()) for p in files))
+    first = _heading(app)
+    app.button(key="next_case").click().run()
+    opened = _heading(app)
+    assert opened != first and opened in {p.name for p in files}
+    more = [*files, busi_test_image("malignant", 2)]  # a fourth file re-sorts the list
+    _upload(app, *((p.name, p.read_bytes()) for p in more))
+    assert _heading(app) == opened
+    assert "Keyboard" in _texts(app)
+
+
+def test_category_and_decision_tell_one_story(app):
+    for label, index in (("benign", 3), ("benign", 4), ("malignant", 4), ("normal", 2)):
+        path = busi_test_image(label, index)
+        _upload(app, (path.name, path.read_bytes()))
+        text = _texts(app)
+        if app.metric and re.search(r"BI-RADS 4[ABC] range|BI-RADS 5 range", text):
+            assert "Not flagged" not in text and "not flagged" not in text, text
+
+
+def test_case_label_laterality_and_sign_off_are_recorded(app, tmp_path):
+    path = busi_test_image("malignant", 2)
+    _upload(app, (path.name, path.read_bytes()))
+    next(t for t in app.text_input if str(t.key).startswith("label_")).set_value("Clinic 7 lesion A").run()
+    next(s for s in app.selectbox if str(s.key).startswith("side_")).set_value("left").run()
+    app.radio(key=next(r.key for r in app.radio if str(r.key).startswith("export_"))).set_value(BLANK_BANDS).run()
+    assert [b.label for b in app.get("download_button")][0] == "Download PDF report"
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    app.selectbox(key=f"birads_{sha}").set_value("4B")
+    app.text_area(key=f"comment_{sha}").set_value("irregular margin")
+    app.button(key=f"sign_off_{sha}").click().run()  # the form's submit button
+    assert not app.exception
+    assert any("Signed:" in s.value and "BI-RADS 4B" in s.value.replace("\\", "") for s in app.success)
+    entries = AuditLog(tmp_path / "audit.jsonl").read()
+    signed = [e for e in entries if "sign_off" in e["outputs"]]
+    assert len(signed) == 1 and signed[0]["outputs"]["sign_off"]["birads"] == "4B"
+    assert signed[0]["user"] == LOCAL_USER and "Clinic" not in json.dumps(signed)  # the label stays out of the log
+
+
+def test_two_views_grouped_into_one_lesion(app):
+    views = [busi_test_image("malignant", 5), busi_test_image("malignant", 6)]
+    _upload(app, *((p.name, p.read_bytes()) for p in views))
+    app.multiselect(key="lesion_pick").set_value([hashlib.sha256(p.read_bytes()).hexdigest() for p in views]).run()
+    next(b for b in app.button if b.label == "Group as one lesion").click().run()
+    assert any("lesion estimate" in m.value and "2 view(s)" in m.value for m in app.markdown)
+    (table, *_) = app.dataframe
+    assert list(table.value["lesion"]) == ["Lesion 1", "Lesion 1"]

@@ -22,6 +22,7 @@ LAYERS = (
     {"medapp.evaluation"},
     {"medapp.training"},
     {"medapp.reporting"},
+    {"medapp.pacs"},
     {"medapp.cli", "medapp.__main__"},
 )
 

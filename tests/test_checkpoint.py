@@ -64,12 +64,12 @@ def test_a_card_missing_a_required_field_is_refused(tmp_path, field):
     (("explain", "method"), "", "explain.method is missing"), (("serving", "normal_ceiling"), 2.0, "normal_ceiling"),
 ])
 def test_a_card_with_a_value_out_of_range_is_refused(tmp_path, path, value, message):
-    from model_fixtures import build_tiny_model_dir
+    from model_fixtures import build_tiny_model_dir, edit_card
 
     from medapp.model.card import ModelCard
 
     folder = build_tiny_model_dir(tmp_path / "m")
-    _edit_card(folder, path, value)
+    edit_card(folder, path, value)
     with pytest.raises(ModelLoadError, match=message):
         ModelCard.load(folder)
 
@@ -84,7 +84,7 @@ def test_every_edit_of_a_released_card_is_refused_as_not_matching(tmp_path, path
     refused by the one loader of serving and evaluation, naming the mismatch; the released folder loads."""
     import shutil
 
-    from model_fixtures import build_tiny_model_dir
+    from model_fixtures import build_tiny_model_dir, edit_card
 
     from medapp.serving.predict import Predictor
 
@@ -92,7 +92,7 @@ def test_every_edit_of_a_released_card_is_refused_as_not_matching(tmp_path, path
     Predictor.from_dir(folder)  # as released: loads
     edited = tmp_path / "edited"
     shutil.copytree(folder, edited)
-    _edit_card(edited, path, value)
+    edit_card(edited, path, value)
     with pytest.raises(ModelLoadError, match="model_card.json in .* does not match SHA256SUMS"):
         Predictor.from_dir(edited)
 
@@ -116,15 +116,3 @@ def test_a_folder_without_checksums_or_with_a_swapped_scope_gate_is_refused(tmp_
     shutil.copy(other / "scope.safetensors", swapped / "scope.safetensors")
     with pytest.raises(ModelLoadError, match="scope.safetensors in .* does not match SHA256SUMS"):
         Predictor.from_dir(swapped)
-
-
-def _edit_card(folder, path: tuple[str, ...], value) -> None:
-    """Set one (nested) field of the folder's model_card.json by hand, as a careless or hostile edit would."""
-    import json
-
-    raw = json.loads((folder / "model_card.json").read_text())
-    target = raw
-    for key in path[:-1]:
-        target = target[key]
-    target[path[-1]] = value
-    (folder / "model_card.json").write_text(json.dumps(raw))

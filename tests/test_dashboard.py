@@ -75,7 +75,54 @@ def test_localization_rows_mark_default_and_baseline():
     metrics["localization"]["explain"] = {"target_layer": "x", "method": "gradcam", "views": [[0, 0, 0]]}
     rows = perf.localization_rows(metrics)
     names = [r["method"] for r in rows]
-    assert "gradcam (default)" in names and "centre prior (baseline)" in names and len(rows) == 3  # no settings row
+    assert "Grad-CAM (default)" in names and "centre prior (baseline)" in names and len(rows) == 3  # no settings row
+
+
+def test_localization_table_has_method_rows_only_with_readable_headers():
+    """The settings beside the methods ("default", "target", "explain") never become a row of missing values."""
+    metrics = fake_metrics()
+    metrics["localization"].update(target="predicted", explain={"target_layer": "x", "method": "gradcam"})
+    table = perf.localization_table(metrics)
+    assert [r["Heatmap method"] for r in table] == ["Grad-CAM (default)", "EigenCAM", "centre prior (baseline)"]
+    assert list(table[0]) == ["Heatmap method", "Peak inside the lesion", "Heat inside the lesion", "Lesions"]
+    assert table[0]["Peak inside the lesion"] == "84.0%" and table[0]["Lesions"] == "112"
+    assert not any(v in ("None", "n/a", "nan") for r in table for v in r.values())
+    assert not any("_" in header for header in table[0])  # no raw column names (pointing_game, energy_in_mask)
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        ("malignant", "explain the malignancy estimate"),
+        ("predicted", "explain each image's top-scoring class"),
+        ("label", "explain each image's true class"),
+        (None, "did not record which class"),
+    ],
+)
+def test_localization_notes_say_which_class_the_heatmaps_explain(target, says):
+    metrics = fake_metrics()
+    if target is not None:
+        metrics["localization"]["target"] = target
+    first, *meanings = perf.localization_notes(metrics)
+    assert says in first
+    assert [m.split("**")[1] for m in meanings] == [h for h, _ in perf.LOCALIZATION_COLUMNS.values()]
+    assert "pointing game" in meanings[0] and "energy in mask" in meanings[1]
+
+
+def test_training_note_names_what_makes_the_losses_incomparable():
+    config = {"augment": {"hflip": 0.5}, "label_smoothing": 0.1, "lesion_weight": 2.0, "model_args": {"dropout": 0.3}}
+    note = perf.training_note({"train_loss": [1.0], "train_lesion_loss": [0.4]}, config)
+    for part in ("augmented images", "label smoothing 0.1", "lesion-mask loss (weight 2", "dropout on",
+                 "plain cross-entropy", "separate panels"):
+        assert part in note
+    plain_note = perf.training_note({"train_loss": [1.0]}, {})
+    assert "label smoothing" not in plain_note and "lesion-mask" not in plain_note and "separate panels" in plain_note
+
+
+def test_card_config_is_empty_without_a_readable_card(tmp_path):
+    assert perf.card_config(tmp_path) == {}
+    (tmp_path / "model_card.json").write_text("{not json")
+    assert perf.card_config(tmp_path) == {}
 
 
 def test_headline_formats_nan_as_not_available():

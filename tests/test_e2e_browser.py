@@ -13,7 +13,7 @@ import re
 import pytest
 from pypdf import PdfReader
 
-from medapp.reporting.report import DECISION_SUPPORT
+from medapp.reporting.report import DECISION_SUPPORT, HEATMAP_CAPTION
 from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -62,12 +62,13 @@ def test_upload_heatmap_report_and_dashboard(server, app_model_dir, tmp_path):  
             metric = page.get_by_test_id("stMetricValue").first
             metric.wait_for()
             assert re.fullmatch(r"[<>]?\d{1,2}%", metric.inner_text().strip())
-            overlay = page.get_by_test_id("stImage").filter(has_text=re.compile("Where the model looked")).locator("img")
+            overlay = page.get_by_test_id("stImage").filter(has_text=re.compile(HEATMAP_CAPTION)).locator("img")
             overlay.wait_for()
             assert overlay.evaluate("img => img.naturalWidth") > 100
             page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)")
             page.screenshot(path=str(shots / "diagnose.png"), full_page=True)
 
+            page.get_by_text("Blank the top and bottom bands").click()  # a PNG: the user chooses what leaves
             with page.expect_download() as download:
                 page.get_by_role("button", name=re.compile("Download PDF report")).click()
             pdf_path = tmp_path / "report.pdf"

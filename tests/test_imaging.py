@@ -21,6 +21,7 @@ from intake_fixtures import (
     make_dataset,
     pdf_bytes,
     png_declaring,
+    structured_report,
 )
 from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
@@ -281,10 +282,6 @@ def test_every_shared_dicom_loads():
 _GRAY = np.tile(np.arange(64, dtype=np.uint8), (64, 1))
 _PNG, _JPEG = encode(_GRAY, "PNG"), encode(_GRAY, "JPEG")
 _DICOM = dicom_bytes(make_dataset(np.zeros((64, 64), np.uint16)))
-_NO_PIXELS = make_dataset(np.zeros((64, 64), np.uint8))
-del _NO_PIXELS.PixelData, _NO_PIXELS.Rows, _NO_PIXELS.Columns
-_NO_PIXELS.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
-_NO_PIXELS.Modality = "SR"
 _ONE_BIT = make_dataset(np.zeros((64, 64), np.uint8))
 _ONE_BIT.BitsAllocated = _ONE_BIT.BitsStored = 1
 _ONE_BIT.HighBit = 0
@@ -303,7 +300,8 @@ BAD_INPUTS = {
     "1x1 png": (encode(np.zeros((1, 1), np.uint8), "PNG"), UnsupportedImageError, "at least 32 px"),
     "png declaring 30000x30000": (png_declaring(30000, 30000), UnsupportedImageError, "decompression bomb"),
     "dicom declaring 30000x30000": (dicom_bytes(_DICOM_BOMB), UnsupportedImageError, "decompression bomb"),
-    "dicom without pixel data": (dicom_bytes(_NO_PIXELS), UnsupportedImageError, "no pixel data .*structured report"),
+    "dicom without pixel data": (dicom_bytes(structured_report()), UnsupportedImageError,
+                                 "no pixel data .*structured report"),
     "1-bit dicom": (dicom_bytes(_ONE_BIT), UnsupportedImageError, "1-bit"),
     "1-bit png": (encode(np.zeros((40, 40), bool), "PNG"), UnsupportedImageError, "1-bit"),
     "gif": (b"GIF89a" + b"\x00" * 100, UnsupportedImageError, "GIF"),

@@ -10,10 +10,12 @@ import pytest
 from medapp.evaluation.metrics import (
     binary_auc,
     bootstrap_auc_ci,
+    equal_count_bins,
     expected_calibration_error,
     multiclass_summary,
     operating_point,
     reliability_bins,
+    wilson_interval,
 )
 
 
@@ -59,3 +61,41 @@ def test_multiclass_summary_confusion_rows_are_truth():
 def test_bootstrap_ci_of_a_one_class_set_is_undefined():
     lo, hi = bootstrap_auc_ci(np.array([1, 1, 1]), np.array([0.2, 0.5, 0.9]), n_boot=20)
     assert math.isnan(lo) and math.isnan(hi)
+
+
+@pytest.mark.parametrize(
+    ("k", "n", "low", "high"),
+    [
+        (5, 10, 0.2366, 0.7634),  # Brown, Cai & DasGupta 2001: symmetric about 0.5
+        (0, 10, 0.0, 0.2775),  # 0 of n: not zero-width; high = z^2/n / (1 + z^2/n)
+        (10, 10, 0.7225, 1.0),
+        (1, 4, 0.0456, 0.6994),
+    ],
+)
+def test_wilson_interval_hand_checked(k, n, low, high):
+    assert wilson_interval(k, n) == pytest.approx((low, high), abs=1e-4)
+
+
+def test_wilson_interval_of_nothing_is_undefined():
+    assert all(math.isnan(v) for v in wilson_interval(0, 0))
+
+
+def test_equal_count_bins_hand_checked():
+    # sorted p: 0.1 0.2 | 0.3 0.4 | 0.7 0.9 -> 3 bins of 2; positives at 0.2, 0.7, 0.9
+    p = np.array([0.9, 0.1, 0.4, 0.2, 0.7, 0.3])
+    y = np.array([1, 0, 0, 1, 1, 0])
+    bins = equal_count_bins(y, p, 3)
+    assert bins["count"] == [2, 2, 2]
+    assert bins["confidence"] == pytest.approx([0.15, 0.35, 0.8])
+    assert bins["accuracy"] == pytest.approx([0.5, 0.0, 1.0])
+    assert (bins["low"], bins["high"]) == ([0.1, 0.3, 0.7], [0.2, 0.4, 0.9])
+    assert bins["ci_low"][1] == 0.0 and bins["ci_high"][2] == 1.0
+
+
+def test_equal_count_bins_sizes_differ_by_at_most_one_and_never_exceed_the_images():
+    rng = np.random.default_rng(0)
+    p = rng.beta(0.3, 2.0, size=157)  # crowded near 0, as a calibrated model's benign images are
+    bins = equal_count_bins(p > 0.5, p, 7)
+    assert sum(bins["count"]) == 157 and max(bins["count"]) - min(bins["count"]) <= 1 and len(bins["count"]) == 7
+    assert bins["confidence"] == sorted(bins["confidence"])
+    assert len(equal_count_bins([1, 0], [0.2, 0.6], 5)["count"]) == 2

@@ -30,6 +30,7 @@ from medapp.model.checkpoint import default_model_dir
 from medapp.serving import predict as predict_module
 from medapp.serving.likelihood import LikelihoodCategory
 from medapp.serving.predict import Prediction, Predictor
+from medapp.serving.signin import cli_user
 from medapp.settings import reload_settings
 
 JSON_KEYS = {"file_sha256", "label", "probabilities", "p_malignant", "threshold", "decision", "category",
@@ -50,7 +51,7 @@ def test_prediction_contract(tiny_predictor: Predictor) -> None:
     assert pred.label == max(pred.probabilities, key=pred.probabilities.get)
     assert pred.heatmap.shape == (210, 330) and pred.heatmap.dtype == np.float32
     assert 0.0 <= pred.heatmap.min() <= pred.heatmap.max() <= 1.0
-    assert pred.cam_method == "gradcam" and pred.cam_target == pred.label
+    assert pred.cam_method == "gradcam" and pred.cam_target == "malignant"  # what raised the malignancy estimate
     assert pred.model == {"name": "tiny_test_model", "version": "0.0.1", "sha256": tiny_predictor.card.weights_sha256}
     assert {"preprocess", "forward", "scope", "cam_and_tta", "total"} <= set(pred.timing_ms)
     assert pred.uncertainty >= 0.0 and pred.tta_views == len(tiny_predictor.views) > 1
@@ -245,7 +246,7 @@ def test_cli_predict_json_folder_overlays_and_refusals(tiny_model_dir: Path, tmp
     monkeypatch.setenv("MEDAPP_AUDIT_LOG", str(tmp_path / "audit.jsonl"))
     reload_settings()
     code = main(["predict", str(folder), str(single), str(tmp_path / "missing.png"), "--model", str(tiny_model_dir),
-                 "--json", "--overlay-dir", str(overlays), "--batch-size", "2"])
+                 "--json", "--overlay-dir", str(overlays), "--without-region", "whole-image", "--batch-size", "2"])
     out, err = capsys.readouterr()
     assert code == 2
     rows = [json.loads(line) for line in out.splitlines()]
@@ -267,6 +268,7 @@ def test_cli_predict_json_folder_overlays_and_refusals(tiny_model_dir: Path, tmp
     audit = AuditLog(tmp_path / "audit.jsonl").read()
     assert [e["file_sha256"] for e in audit if "p_malignant" in e["outputs"]] == [r["file_sha256"] for r in rows]
     assert sum("refused" in e["outputs"] for e in audit) == 1
+    assert {e["user"] for e in audit} == {cli_user()}  # who ran it: the OS account
     assert "a.png" not in (tmp_path / "audit.jsonl").read_text()
 
 

@@ -200,3 +200,14 @@ def test_audit_log_safe_for_concurrent_writers(tmp_path):
     entries = [json.loads(line) for line in lines]  # every line is whole JSON
     for w in range(4):
         assert sorted(e["outputs"]["i"] for e in entries if e["file_sha256"] == f"{w:02x}" * 32) == list(range(40))
+
+
+def test_audit_log_names_the_user_who_asked_and_refuses_a_blank_one(tmp_path):
+    """A clinician's identity is not the patient's: ``user`` is written, while patient fields stay refused."""
+    log = AuditLog(tmp_path / "log.jsonl", user="dr.a@hospital.example")
+    entry = log.record(file_sha256="0" * 64, model={"name": "m"}, outputs={"p_malignant": 0.5})
+    assert entry["user"] == "dr.a@hospital.example" and log.read() == [entry]
+    assert "user" not in AuditLog(tmp_path / "other.jsonl").record(file_sha256="0" * 64, model={}, outputs={})
+    for blank in ("", "  ", 42):
+        with pytest.raises(ValueError, match="audit user must be a non-empty string"):
+            AuditLog(tmp_path / "log.jsonl", user=blank)

@@ -84,3 +84,13 @@ def test_limits_come_from_the_card() -> None:
     assert assess_quality(pixels, LIMITS) == []
     assert assess_quality(pixels, QualityLimits(min_side=256)) == [QualityFlag.TOO_SMALL]
     assert "at least 256 px" in describe_flag("too_small", QualityLimits(min_side=256))
+
+
+def test_refusal_advice_says_how_far_and_what_to_try():
+    from medapp.serving.quality import refusal_advice
+
+    near = refusal_advice(1.35, 1.33, [])
+    assert "Borderline" in near and "2% over" in near and "Another view" in near and "report" in near
+    far = refusal_advice(40.0, 10.0, [])
+    assert "Far outside" in far and "4.0 times" in far
+    assert "Fix the image problem" in refusal_advice(0.5, 1.0, ["saturated"])

@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from model_fixtures import tiny_model_dir  # noqa: F401
+from pacs_fixtures import SilentServer, TlsRelay, orthanc, set_pacs_env, silent, tls_certificate  # noqa: F401
 from PIL import Image
 
 from medapp import settings
 from medapp.data.datasets import load_busi_records
-from medapp.errors import ConfigError, DataNotFoundError, ModelLoadError, UnsupportedImageError
+from medapp.errors import ConfigError, DataNotFoundError, ModelLoadError, PacsError, UnsupportedImageError
 from medapp.intake.imaging import load_image
 from medapp.model.checkpoint import default_model_dir
+from medapp.pacs.client import PacsClient, PacsConfig
+from medapp.pacs.orthanc_server import OrthancServer
 from medapp.serving.analysis import Upload, analyze_upload, open_audit_log
 from medapp.serving.predict import Predictor
 from medapp.settings import get_settings, reload_settings
@@ -126,3 +129,65 @@ def test_bad_values_are_refused_by_name(monkeypatch: pytest.MonkeyPatch, name: s
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=name):
         reload_settings()
+
+
+# -- the PACS (medapp.pacs.client): each variable changes what the client does --------------------------------
+
+def _pacs_client() -> PacsClient:
+    return PacsClient(PacsConfig.from_settings(attempts=1))
+
+
+@pytest.mark.filterwarnings("ignore:.*plain HTTP.*")
+def test_pacs_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="no PACS is configured.*MEDAPP_PACS_URL"):
+        _pacs_client()
+    _set(monkeypatch, "MEDAPP_PACS_URL", "http://127.0.0.1:9/dicom-web")  # the discard port: nobody answers
+    with pytest.raises(PacsError, match=re.escape("cannot reach the PACS at http://127.0.0.1:9/dicom-web")):
+        _pacs_client().search_studies()
+
+
+def test_pacs_user(monkeypatch: pytest.MonkeyPatch, orthanc: OrthancServer) -> None:  # noqa: F811
+    set_pacs_env(monkeypatch, orthanc)
+    assert isinstance(_pacs_client().search_studies(), list)
+    _set(monkeypatch, "MEDAPP_PACS_USER", "someone-else")
+    with pytest.raises(PacsError, match="HTTP 401"):
+        _pacs_client().search_studies()
+
+
+def test_pacs_password_file(monkeypatch: pytest.MonkeyPatch, orthanc: OrthancServer, tmp_path: Path) -> None:  # noqa: F811
+    set_pacs_env(monkeypatch, orthanc)
+    assert isinstance(_pacs_client().search_studies(), list)
+    wrong = tmp_path / "password"
+    wrong.write_text("not-the-password\n")
+    _set(monkeypatch, "MEDAPP_PACS_PASSWORD_FILE", str(wrong))
+    with pytest.raises(PacsError, match="refused medapp's credentials"):
+        _pacs_client().search_studies()
+    _set(monkeypatch, "MEDAPP_PACS_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="MEDAPP_PACS_PASSWORD_FILE"):
+        _pacs_client()
+
+
+def test_pacs_ca_bundle(monkeypatch: pytest.MonkeyPatch, orthanc: OrthancServer, tmp_path: Path) -> None:  # noqa: F811
+    """The PACS behind HTTPS with the hospital's own certificate: refused until the CA bundle names it."""
+    certificate, key = tls_certificate(tmp_path)
+    relay = TlsRelay(certificate, key, orthanc.config.http_port)
+    try:
+        set_pacs_env(monkeypatch, orthanc)
+        _set(monkeypatch, "MEDAPP_PACS_URL", f"https://127.0.0.1:{relay.port}/dicom-web")
+        with pytest.raises(PacsError, match="TLS certificate.*MEDAPP_PACS_CA_BUNDLE"):
+            _pacs_client().search_studies()
+        _set(monkeypatch, "MEDAPP_PACS_CA_BUNDLE", str(certificate))
+        assert isinstance(_pacs_client().search_studies(), list)
+    finally:
+        relay.close()
+    _set(monkeypatch, "MEDAPP_PACS_CA_BUNDLE", str(tmp_path / "missing.pem"))
+    with pytest.raises(ConfigError, match="MEDAPP_PACS_CA_BUNDLE"):
+        _pacs_client()
+
+
+@pytest.mark.filterwarnings("ignore:.*plain HTTP.*")
+def test_pacs_timeout(monkeypatch: pytest.MonkeyPatch, silent: SilentServer) -> None:  # noqa: F811
+    _set(monkeypatch, "MEDAPP_PACS_URL", silent.url)
+    _set(monkeypatch, "MEDAPP_PACS_TIMEOUT", "0.2")
+    with pytest.raises(PacsError, match=r"did not answer a study search within 0\.2 s.*MEDAPP_PACS_TIMEOUT"):
+        _pacs_client().search_studies()

@@ -1,4 +1,4 @@
-"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR] [--json] [--profile NAME]``.
+"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR [--without-region MODE]] [--json] [--profile NAME]``.
 
 A PATH may be a file or a folder (its images, not recursive), processed in batches. A refused file is reported
 as ``error: FILE: message`` on stderr and the others are still processed; the exit status is then 2.
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from ..intake.medical_image import MedicalImage
+    from ..reporting.export_region import ExportRegion
     from ..serving.predict import Prediction
 
 # Files a folder contributes: common raster formats, DICOM, and files with no extension (DICOM from a PACS).
@@ -38,8 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="heatmap method: gradcam, gradcam++, hirescam, layercam, eigencam; scorecam and "
                              "ablationcam with --allow-slow-cam (default: the model card's)")
     parser.add_argument("--allow-slow-cam", action="store_true", help="allow scorecam and ablationcam")
-    parser.add_argument("--target", default=None, help="class the heatmap explains (default: the predicted one)")
+    parser.add_argument("--target", default=None, help="class the heatmap explains (default: malignant, what raised "
+                        "the malignancy estimate; \"predicted\" for each image's reported class)")
     parser.add_argument("--overlay-dir", type=Path, help="write <name>_overlay.png heatmap overlays here")
+    parser.add_argument("--without-region", choices=["blank-bands", "whole-image"], default=None,
+                        help="for images that state no scan region (PNG/JPEG, DICOM without an Ultrasound Region "
+                             "Sequence), whose pixels may show names: blank the top and bottom bands of the overlay, "
+                             "or write it whole after you checked the images show no patient details; without this "
+                             "such overlays are not written")
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay heatmap opacity in [0, 1]")
     parser.add_argument("--no-tta", action="store_true", help="skip the test-time views unless the model's headline "
                         "is their mean (then no uncertainty is reported otherwise)")
@@ -72,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
     from ..intake.limits import IntakeLimits, read_regular_file
     from ..intake.privacy import sha256_bytes
     from ..model.explain import check_cam_method
+    from ..reporting.export_region import export_region
     from ..serving.analysis import audit_outputs, open_audit_log, record_refusal
     from ..serving.predict import Predictor
+    from ..serving.signin import cli_user
     from ..settings import get_settings
 
     if args.batch_size < 1:
@@ -89,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         args.overlay_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     limits = IntakeLimits.from_settings(get_settings())
-    audit = open_audit_log()  # every result and refusal is recorded, as in the app (no file names)
+    audit = open_audit_log(cli_user())  # every result and refusal, as in the app: who ran it, never file names
     batch: list[tuple[Path, str, float, MedicalImage]] = []
     written: set[Path] = set()
 
@@ -109,7 +118,13 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             if args.overlay_dir is not None and pred.heatmap is not None:
-                written.add(_write_overlay(args.overlay_dir, path, image, pred.heatmap, args.opacity, written))
+                try:
+                    export = export_region(image, args.without_region and args.without_region.replace("-", "_"))
+                except MedAppError as e:
+                    print(f"warning: {one_line(path)}: no overlay written: {e} (--without-region)", file=sys.stderr)
+                else:
+                    written.add(_write_overlay(args.overlay_dir, path, image, pred.heatmap, args.opacity, written,
+                                               export))
             if args.json:
                 print(json.dumps({"file": str(path), "file_sha256": digest, **pred.to_dict()}), flush=True)
             else:
@@ -143,18 +158,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.ndarray, opacity: float,
-                   written: set[Path]) -> Path:
-    """Save the overlay PNG; two inputs with the same stem in one run get ``_2``, ``_3`` ... suffixes."""
-    from PIL import Image
-
+                   written: set[Path], export: ExportRegion) -> Path:
+    """Save the overlay PNG, limited to ``export``'s pixels; two inputs with the same stem in one run get ``_2``,
+    ``_3`` ... suffixes."""
     from ..model.explain import overlay_heatmap
+    from ..reporting.report import overlay_png
 
     out = folder / f"{path.stem}_overlay.png"
     n = 1
     while out in written:
         n += 1
         out = folder / f"{path.stem}_overlay_{n}.png"
-    Image.fromarray(overlay_heatmap(image.display, heatmap, opacity=opacity)).save(out)
+    out.write_bytes(overlay_png(overlay_heatmap(image.display, heatmap, opacity=opacity), export))
     return out
 
 

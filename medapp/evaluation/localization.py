@@ -60,15 +60,17 @@ def _summary(hits: list[bool], energies: list[float]) -> dict[str, float | int]:
 
 
 def evaluate_localization(predictor: Any, records: Iterable[Record], *, methods: Sequence[str] | None = None,
-                          target: str = "predicted") -> dict[str, Any]:
+                          target: str = "malignant") -> dict[str, Any]:
     """Score each CAM method and the centre prior on the records that have a non-empty lesion mask.
 
-    ``predictor`` is a :class:`medapp.predict.Predictor`. ``target``: "predicted" explains the predicted class
-    (what the app shows), "label" the true class. Returns ``{method: {"pointing_game", "energy_in_mask", "n"},
-    "center_prior": {...}, "default": name, ...}`` for ``metrics.json["localization"]``.
+    ``predictor`` is a :class:`medapp.predict.Predictor`. ``target``: "malignant" explains the malignancy estimate
+    (what the app shows), "predicted" the predicted class, "label" the true class. Returns ``{method:
+    {"pointing_game", "energy_in_mask", "n"}, "center_prior": {...}, "default": name, ...}`` for
+    ``metrics.json["localization"]``.
     """
-    if target not in ("predicted", "label"):
-        raise ValueError(f"unknown localisation target {target!r}; choose one of: predicted, label")
+    if target not in ("malignant", "predicted", "label"):
+        raise ValueError(f"unknown localisation target {target!r}; choose one of: malignant, predicted, label")
+    explained = {"malignant": None, "predicted": "predicted"}
     methods = list(methods) if methods is not None else list_cam_methods()
     scores: dict[str, tuple[list[bool], list[float]]] = {m: ([], []) for m in [*methods, CENTER_PRIOR]}
     for record in records:
@@ -78,7 +80,7 @@ def evaluate_localization(predictor: Any, records: Iterable[Record], *, methods:
         image = load_image(record.path)
         for method in methods:
             heatmap, _ = predictor.explain(image, cam_method=method,
-                                           target=record.label if target == "label" else None)
+                                           target=record.label if target == "label" else explained[target])
             scores[method][0].append(pointing_game_hit(heatmap, mask))
             scores[method][1].append(energy_in_mask(heatmap, mask))
         prior = center_prior(*mask.shape)

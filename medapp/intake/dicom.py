@@ -26,6 +26,7 @@ from .color import luma_601
 from .limits import IntakeLimits, check_dimensions, check_frame_index
 from .medical_image import MedicalImage
 from .privacy import safe_metadata
+from .us_regions import scan_region
 
 log = logging.getLogger(__name__)
 
@@ -298,6 +299,7 @@ def _safe_fields(ds: Dataset, ts: UID) -> dict[str, object]:
         "pixel_representation": None if signed is None else ("signed" if int(signed) else "unsigned"),
         "samples_per_pixel": int(ds.get("SamplesPerPixel", 1)),
         "burned_in_annotation": str(ds.get("BurnedInAnnotation", "") or ""),
+        "laterality": str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "")[:1].upper(),  # L/R/B/U
     })  # fmt: skip
 
 
@@ -393,6 +395,7 @@ def decode_dicom(ds: Dataset, *, frame: int | None, limits: IntakeLimits) -> Med
         source_kind="dicom",
         original_size=(rows, cols),
         pixel_spacing_mm=_pixel_spacing(ds, notes),
+        scan_region=scan_region(ds, rows, cols),
         frame_index=index,
         frame_count=n_frames,
         metadata=_safe_fields(ds, ts),

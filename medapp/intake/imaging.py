@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import warnings
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +28,11 @@ from .limits import IntakeLimits, check_dimensions, check_file_size, check_frame
 from .medical_image import MedicalImage
 
 log = logging.getLogger(__name__)
+# Pillow warns (to stderr, with its source line) when an image declares over Image.MAX_IMAGE_PIXELS (89 Mpx) and
+# refuses at twice that. Intake checks every declared size, page and frame against its own limit before decoding
+# (medapp.intake.limits), so the warning only duplicates a refusal as library noise on the terminal (issue 12's
+# battery: a 144 Mpx PNG printed it). Filtered once, process-wide: warnings.catch_warnings is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 RASTER_FORMATS = ("PNG", "JPEG", "BMP", "TIFF")
 # Magic numbers of what clinicians actually upload; anything else is "unrecognised".

@@ -15,7 +15,8 @@ class MedicalImage:
     ``pixels`` (H, W) float32 in [0, 1] feeds the model; ``display`` (H, W, 3) uint8 shows the natural colours.
     ``source_kind`` is the detected format ("png", "jpeg", "bmp", "tiff", "dicom"); ``original_size`` is
     (height, width) as displayed; ``pixel_spacing_mm`` is (row, column) spacing when the file states it;
-    ``frame_index`` is 0-based; ``metadata`` holds only :data:`medapp.privacy.SAFE_METADATA_KEYS`; ``notes`` says in
+    ``scan_region`` is the (top, left, bottom, right) box of the scan itself when the file states it (DICOM
+    Ultrasound Region Sequence), which exports are cropped to; ``frame_index`` is 0-based; ``metadata`` holds only :data:`medapp.privacy.SAFE_METADATA_KEYS`; ``notes`` says in
     plain words what intake did ("inverted MONOCHROME1", "applied window C=40 W=400", "frame 1 of 10").
     """
 
@@ -24,6 +25,7 @@ class MedicalImage:
     source_kind: str
     original_size: tuple[int, int]  # (height, width)
     pixel_spacing_mm: tuple[float, float] | None = None
+    scan_region: tuple[int, int, int, int] | None = None
     frame_index: int = 0
     frame_count: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)

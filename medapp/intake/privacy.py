@@ -36,7 +36,7 @@ SAFE_METADATA_KEYS = frozenset(
         "format", "mode", "bit_depth",  # raster
         "modality", "body_part", "manufacturer", "manufacturer_model", "sop_class", "photometric_interpretation",
         "transfer_syntax", "bits_allocated", "bits_stored", "pixel_representation", "samples_per_pixel",
-        "burned_in_annotation",
+        "burned_in_annotation", "laterality",
     }
 )  # fmt: skip
 
@@ -76,10 +76,16 @@ class AuditLog:
     No file names and no patient fields: the SHA-256 lets an auditor match an entry to a file they hold, without
     the log revealing whose it was. Each entry is one ``write`` under an exclusive ``fcntl.flock``, so concurrent
     writers (Streamlit sessions, CLI runs) never interleave lines.
+
+    ``user`` names who asked (the signed-in clinician, or a stated stand-in such as "local (sign-in off)"), written
+    as each entry's ``user`` field: a clinician's identity is not the patient's, so it is allowed here.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, user: str | None = None) -> None:
+        if user is not None and (not isinstance(user, str) or not user.strip()):
+            raise ValueError(f"audit user must be a non-empty string or None, got {user!r}")
         self.path = Path(path)
+        self.user = user
 
     def record(self, *, file_sha256: str, model: Mapping[str, Any], outputs: Mapping[str, Any]) -> dict[str, Any]:
         """Append one entry and return it. ``model`` holds e.g. name, version and weights sha256."""
@@ -93,6 +99,8 @@ class AuditLog:
             "model": dict(model),
             "outputs": dict(outputs),
         }
+        if self.user is not None:
+            entry["user"] = self.user
         line = (json.dumps(entry, sort_keys=True, allow_nan=False, default=_jsonable) + "\n").encode()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

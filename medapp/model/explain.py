@@ -39,6 +39,23 @@ CAM_METHODS: dict[str, type[BaseCAM]] = {
 }
 # One forward pass per activation channel (hundreds to a thousand): seconds per image on a CPU.
 SLOW_CAM_METHODS = frozenset({"scorecam", "ablationcam"})
+# What each method shows, in one plain line for the app's "advanced" heatmap menu (the card's default is shown
+# first as the recommended one, without a menu).
+CAM_DESCRIPTIONS = {
+    "gradcam": "Grad-CAM: regions whose features raised the estimate, averaged per channel; coarse",
+    "gradcam++": "Grad-CAM++: like Grad-CAM, weighting each region's own contribution; finds the whole lesion more "
+                 "often here",
+    "hirescam": "HiResCAM: sharper, element by element; can show a ring around a lesion with a cold centre",
+    "layercam": "LayerCAM: fine-grained; can show a ring around a lesion with a cold centre",
+    "eigencam": "EigenCAM: the strongest pattern in the features, whatever the estimate; not specific to malignancy",
+    "scorecam": "Score-CAM: tests each feature map's effect on the estimate; slow (seconds per image)",
+    "ablationcam": "Ablation-CAM: removes each feature map and measures the drop; slow (seconds per image)",
+}
+
+
+def cam_label(method: str) -> str:
+    """The name people read ("Grad-CAM++"), from :data:`CAM_DESCRIPTIONS`."""
+    return CAM_DESCRIPTIONS.get(method, method).split(":")[0]
 
 
 def list_cam_methods(include_slow: bool = False) -> list[str]:

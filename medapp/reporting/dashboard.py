@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MedAppError
 from ..evaluation.metrics import OperatingPoint, operating_point
-from ..formatting import format_number, format_percent
+from ..formatting import MISSING, format_number, format_percent
 from ..model.card import (
     CROSS_SITE_FILE,
     INTENDED_USE,
@@ -27,6 +28,7 @@ from ..model.card import (
     known_flaws,
     metrics_filename,
 )
+from ..model.explain import cam_label
 
 HISTORY_FILE = "history.csv"
 
@@ -169,19 +171,89 @@ def anchor_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -(r["auc"] if isinstance(r["auc"], (int, float)) else -1.0))
 
 
+# The localisation table's columns: key in metrics.json -> (header people read, what it means in one line).
+LOCALIZATION_COLUMNS: dict[str, tuple[str, str]] = {
+    "pointing_game": ("Peak inside the lesion",
+                      ("share of test lesions where the heatmap's hottest point lies inside the radiologist's "
+                       "outline (the pointing game)")),
+    "energy_in_mask": ("Heat inside the lesion",
+                       ("share of the heatmap's total heat that lies inside the outline, averaged over lesions "
+                        "(energy in mask)")),
+    "n": ("Lesions", "test images with a radiologist's lesion outline, each scored once"),
+}
+# What ``evaluate --localization`` made the heatmaps explain (metrics["localization"]["target"]).
+LOCALIZATION_TARGETS = {
+    "malignant": "the malignancy estimate (what raised P(malignant)), as the Diagnose page shows it",
+    "predicted": "each image's top-scoring class (benign, malignant or normal), not specifically the malignancy "
+                 "estimate the Diagnose page's heatmap explains",
+    "label": "each image's true class (from the dataset's labels)",
+}
+
+
 def localization_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """One row per CAM method and the centre-prior baseline: pointing game, energy in mask, n, default mark."""
+    """One row per CAM method and the centre-prior baseline: pointing game, energy in mask, n, default mark.
+
+    ``metrics["localization"]`` also holds settings beside the methods ("default", "target", "explain"); only
+    entries with scores are methods, so a settings record never becomes a row of Nones.
+    """
     loc = metrics.get("localization") or {}
     default = loc.get("default")
     rows = []
     for method, scores in loc.items():
         if not isinstance(scores, Mapping) or "pointing_game" not in scores:  # not a method: the CAM settings
             continue
-        label = "centre prior (baseline)" if method == "center_prior" else method
+        label = "centre prior (baseline)" if method == "center_prior" else cam_label(method)
         rows.append({"method": label + (" (default)" if method == default else ""),
                      "pointing_game": scores.get("pointing_game"), "energy_in_mask": scores.get("energy_in_mask"),
                      "n": scores.get("n")})
     return rows
+
+
+def localization_table(metrics: Mapping[str, Any]) -> list[dict[str, str]]:
+    """:func:`localization_rows` for people: readable headers (:data:`LOCALIZATION_COLUMNS`), percentages."""
+    return [{"Heatmap method": r["method"],
+             **{LOCALIZATION_COLUMNS[k][0]: format_percent(r[k]) for k in ("pointing_game", "energy_in_mask")},
+             LOCALIZATION_COLUMNS["n"][0]: MISSING if r["n"] is None else str(r["n"])}
+            for r in localization_rows(metrics)]
+
+
+def localization_notes(metrics: Mapping[str, Any]) -> list[str]:
+    """Markdown lines under the localisation table: which class the scored heatmaps explain, then each column's
+    meaning. The heatmap shows where the model looked, not a lesion outline; these scores say how often the two
+    agree on the radiologists' outlines."""
+    target = (metrics.get("localization") or {}).get("target")
+    if target is None:
+        explained = "The evaluation did not record which class the scored heatmaps explain."
+    else:
+        what = LOCALIZATION_TARGETS.get(target, f"the class {target!r}")
+        explained = f"The heatmaps scored here explain {what}."
+    return [explained, *(f"**{header}**: {meaning}." for header, meaning in LOCALIZATION_COLUMNS.values())]
+
+
+def card_config(model_dir: str | Path) -> dict[str, Any]:
+    """The training config recorded in the model folder's card, or {} when the card cannot be read (the page
+    then explains the training curves without the recipe's details)."""
+    try:
+        return dict(ModelCard.load(model_dir).config or {})
+    except MedAppError:
+        return {}
+
+
+def training_note(history: Mapping[str, Any] | None, config: Mapping[str, Any] | None) -> str:
+    """Why the training curves draw the training and the validation loss in separate panels, from the training
+    config (the card's ``config``) and the columns ``history.csv`` holds."""
+    config = config or {}
+    parts = ["on augmented images"] if config.get("augment") else []
+    if config.get("label_smoothing"):
+        parts.append(f"with label smoothing {config['label_smoothing']:g}")
+    if config.get("lesion_weight") and history and "train_lesion_loss" in history:
+        parts.append(f"plus the lesion-mask loss (weight {config['lesion_weight']:g}, BCE + Dice)")
+    if (config.get("model_args") or {}).get("dropout"):
+        parts.append("with dropout on")
+    how = f" ({', '.join(parts)})" if parts else ""
+    return (f"The training loss is the objective the optimiser minimised{how}; the validation loss is plain "
+            "cross-entropy on unaugmented validation images. They measure different things, so they are drawn in "
+            "separate panels: read each for its trend, not one against the other.")
 
 
 def evaluation_sentence(label: str, metrics: Mapping[str, Any]) -> str:

@@ -18,8 +18,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from ..evaluation.metrics import ECE_BINS, equal_count_bins
 from ..formatting import format_number
-from .dashboard import localization_rows, operating_point_at
+from ..model.card import MALIGNANT
+from .dashboard import LOCALIZATION_COLUMNS, localization_rows, operating_point_at
 
 # Colours for the dark app theme (.streamlit/config.toml): figure background matches the page.
 _STYLE = {
@@ -28,7 +30,10 @@ _STYLE = {
     "xtick.color": "#c9d1d9", "ytick.color": "#c9d1d9", "grid.color": "#30363d", "axes.grid": True,
     "legend.facecolor": "#161b22", "legend.edgecolor": "#30363d", "font.size": 10,
 }  # fmt: skip
-_ACCENT, _SECOND, _MUTED = "#58a6ff", "#f0883e", "#8b949e"
+_ACCENT, _SECOND, _MUTED, _GREEN, _PURPLE = "#58a6ff", "#f0883e", "#8b949e", "#3fb950", "#bc8cff"
+# Reliability diagrams: equal-count bins of at least MIN_PER_BIN images, at most MAX_RELIABILITY_BINS of them; the
+# count strip below in HISTOGRAM_BINS equal-width bins; stored equal-width bins under SMALL_BIN images drawn hollow.
+MIN_PER_BIN, MAX_RELIABILITY_BINS, HISTOGRAM_BINS, SMALL_BIN = 20, 10, 20, 5
 
 # Every chart the dashboard draws, in page order: key -> title (the page shows one image per key).
 CHARTS: dict[str, str] = {
@@ -116,24 +121,69 @@ def confusion_figure(metrics: Mapping[str, Any]) -> Figure:
 
 
 def reliability_figure(metrics: Mapping[str, Any]) -> Figure:
+    """Observed malignant rate against predicted P(malignant), with how many images each point rests on.
+
+    From the stored per-image predictions: bins of equal count (:func:`reliability_bin_count`), each point with
+    its Wilson 95% interval, and a strip below with the images per 0.05 of P(malignant). Without predictions (an
+    older metrics file): the stored equal-width bins, those under :data:`SMALL_BIN` images drawn hollow, with
+    their counts. The legend sits above the plot, off the data.
+    """
     with matplotlib.rc_context(_STYLE):
-        fig, ax = _figure()
-        rel = metrics["curves"]["reliability"]
-        for key, style, colour, ece in (("uncalibrated", "o--", _MUTED, metrics.get("ece_uncalibrated")),
-                                        ("calibrated", "o-", _ACCENT, metrics.get("ece"))):
-            if key in rel:
-                ax.plot(rel[key]["confidence"], rel[key]["accuracy"], style, color=colour,
-                        label=f"{'after' if key == 'calibrated' else 'before'} calibration (ECE {format_number(ece)})")
-        _finish_reliability(ax, "Reliability")
+        fig = Figure(figsize=(4.6, 4.6))
+        ax, strip = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1], "hspace": 0.08})
+        title = (f"Reliability, ECE {format_number(metrics.get('ece'))} "
+                 f"(uncalibrated {format_number(metrics.get('ece_uncalibrated'))})")
+        predictions = metrics.get("predictions")
+        if predictions:
+            y = np.array([p["label"] == MALIGNANT for p in predictions])
+            prob = np.array([p["p_malignant"] for p in predictions], dtype=np.float64)
+            bins = equal_count_bins(y, prob, reliability_bin_count(len(prob)))
+            conf, acc = np.array(bins["confidence"]), np.array(bins["accuracy"])
+            err = np.clip(np.vstack([acc - np.array(bins["ci_low"]), np.array(bins["ci_high"]) - acc]), 0, None)
+            n_lo, n_hi = min(bins["count"]), max(bins["count"])
+            sizes = f"{n_lo}" if n_lo == n_hi else f"{n_lo}-{n_hi}"
+            ax.errorbar(conf, acc, yerr=err, fmt="o-", color=_ACCENT, ecolor=_ACCENT, elinewidth=1, capsize=2,
+                        label=f"observed rate in {len(conf)} bins of {sizes} images, 95% CI")
+            edges = np.linspace(0, 1, HISTOGRAM_BINS + 1)
+            counts, _ = np.histogram(prob, bins=edges)
+            strip.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=_MUTED, edgecolor="#0e1117")
+            _label_counts(strip, edges[:-1] + np.diff(edges) / 2, counts)
+        else:
+            rel = metrics["curves"]["reliability"]["calibrated"]
+            conf, acc, count = (np.asarray(rel[k], dtype=np.float64) for k in ("confidence", "accuracy", "count"))
+            small = count < SMALL_BIN
+            ax.plot(conf[~small], acc[~small], "o-", color=_ACCENT, label=f"bins of {SMALL_BIN} or more images")
+            ax.plot(conf[small], acc[small], "o", mfc="none", color=_ACCENT, label=f"under {SMALL_BIN} images")
+            left = np.floor(np.minimum(conf * ECE_BINS, ECE_BINS - 1)) / ECE_BINS  # the stored equal-width bins
+            strip.bar(left, count, width=1 / ECE_BINS, align="edge", color=_MUTED, edgecolor="#0e1117")
+            _label_counts(strip, left + 0.5 / ECE_BINS, count)
+        strip.set(xlabel="predicted P(malignant)", ylabel="images", xlim=(0, 1))
+        _finish_reliability(ax, title)
+        ax.set_xlabel("")
     return fig
 
 
+def _label_counts(strip: Axes, centres: np.ndarray, counts: np.ndarray) -> None:
+    """Each non-empty bar's count above it, on a log-like scale so that 1 and 100 images both show."""
+    strip.set_yscale("symlog", linthresh=10)
+    strip.set_ylim(0, max(1.0, float(np.max(counts, initial=0))) * 4)  # room for the count over the tallest bar
+    for x, c in zip(centres, counts, strict=True):
+        if c:
+            strip.annotate(f"{c:.0f}", (x, c), ha="center", va="bottom", fontsize=6, color=_MUTED)
+
+
+def reliability_bin_count(n: int) -> int:
+    """Bins for a reliability diagram of ``n`` images: at least :data:`MIN_PER_BIN` images each, at most
+    :data:`MAX_RELIABILITY_BINS` bins (BUSI's 156 test images: 7 bins of 22-23)."""
+    return max(1, min(MAX_RELIABILITY_BINS, n // MIN_PER_BIN))
+
+
 def _finish_reliability(ax: Axes, title: str) -> None:
-    """The diagonal, axes and legend every reliability plot shares."""
-    ax.plot([0, 1], [0, 1], ":", color=_MUTED, label="perfect")
-    ax.set(xlabel="predicted P(malignant)", ylabel="observed malignant rate", xlim=(0, 1), ylim=(0, 1.02),
-           title=title)
-    ax.legend(loc="upper left")
+    """The diagonal, axes and legend every reliability plot shares; the legend above the axes, never on data."""
+    ax.plot([0, 1], [0, 1], ":", color=_MUTED, label="perfect calibration")
+    ax.set(xlabel="predicted P(malignant)", ylabel="observed malignant rate", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title(title, pad=8 + 10 * len(ax.get_legend_handles_labels()[0]))
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=1, fontsize=7, frameon=False, borderaxespad=0.2)
 
 
 def localization_figure(metrics: Mapping[str, Any]) -> Figure:
@@ -141,31 +191,50 @@ def localization_figure(metrics: Mapping[str, Any]) -> Figure:
         rows = localization_rows(metrics)
         fig, ax = _figure((5.2, 3.8))
         y = np.arange(len(rows))
-        ax.barh(y - 0.2, [r["pointing_game"] or 0 for r in rows], height=0.4, color=_ACCENT, label="pointing game")
-        ax.barh(y + 0.2, [r["energy_in_mask"] or 0 for r in rows], height=0.4, color=_SECOND, label="energy in mask")
-        ax.set(yticks=y, yticklabels=[r["method"] for r in rows], xlim=(0, 1), xlabel="score (higher is better)",
-               title="Where the heatmap lands on test lesions")
+        for key, offset, colour in (("pointing_game", -0.2, _ACCENT), ("energy_in_mask", 0.2, _SECOND)):
+            ax.barh(y + offset, [r[key] or 0 for r in rows], height=0.4, color=colour,
+                    label=LOCALIZATION_COLUMNS[key][0].lower())
+        ax.set(yticks=y, yticklabels=[r["method"] for r in rows], xlim=(0, 1), xlabel="share (higher is better)")
+        ax.set_title("Where the heatmap lands on test lesions", pad=30)
         ax.invert_yaxis()
-        ax.legend(loc="lower right")
+        ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, fontsize=7, frameon=False, borderaxespad=0.2)
     return fig
 
 
 def training_figure(history: Mapping[str, Sequence[float]]) -> Figure:
-    """Loss (top) and validation scores (bottom) per epoch, sized like the other charts."""
+    """Per epoch, in three panels: the training objective, the validation loss, the validation scores.
+
+    The training loss (augmented images, label smoothing, the lesion-mask term, dropout on) and the validation
+    cross-entropy (plain, unaugmented) are different quantities, so they never share an axis
+    (:func:`medapp.reporting.dashboard.training_note` says why on the page).
+    """
     with matplotlib.rc_context(_STYLE):
-        fig = Figure(figsize=(4.6, 3.8))
-        loss_ax, score_ax = fig.subplots(2, 1, sharex=True)
+        fig = Figure(figsize=(4.6, 5.6))
+        train_ax, val_ax, score_ax = fig.subplots(3, 1, sharex=True, gridspec_kw={"hspace": 0.7})
         epoch = history.get("epoch") or list(range(1, len(next(iter(history.values()))) + 1))
-        for key, colour in (("train_loss", _ACCENT), ("val_loss", _SECOND)):
-            if key in history:
-                loss_ax.plot(epoch, history[key], color=colour, label=key.replace("_", " "))
-        loss_ax.set(ylabel="loss", title="Training curves")
-        loss_ax.legend(fontsize=8)
-        for key, colour in (("val_auc", _ACCENT), ("val_accuracy_3class", _SECOND)):
-            if key in history:
-                score_ax.plot(epoch, history[key], color=colour, label=key.replace("_", " "))
-        score_ax.set(xlabel="epoch", ylabel="validation")
-        score_ax.legend(fontsize=8)
+        sites = [k for k in history if k.startswith("val_auc_")]
+        panels = (
+            (train_ax, "Training objective", (("train_loss", _ACCENT, "-", "total"),
+                                              ("train_lesion_loss", _SECOND, "-", "lesion-mask term"))),
+            (val_ax, "Validation cross-entropy", (("val_loss", _ACCENT, "-", "unaugmented"),)),
+            (score_ax, "Validation scores", (
+                ("val_auc", _ACCENT, "-", "AUC, all sites"),
+                *((k, colour, "-", f"AUC, {k.removeprefix('val_auc_')}")
+                  for k, colour in zip(sites, (_SECOND, _GREEN, _PURPLE, _MUTED), strict=False)),
+                ("val_accuracy_3class", _MUTED, "--", "3-class accuracy"))),
+        )
+        for ax, title, series in panels:
+            for key, colour, style, label in series:
+                if key in history:
+                    ax.plot(epoch, history[key], style, color=colour, label=label, lw=1.5)
+            ax.set_title(title, fontsize=9, loc="left", pad=4)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=6.5, loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, frameon=False,
+                          borderaxespad=0.1, handlelength=1.5, columnspacing=1.0)
+        train_ax.set_ylabel("loss")
+        val_ax.set_ylabel("loss")
+        score_ax.set(xlabel="epoch", ylabel="score")
+        fig.suptitle("Training curves (separate scales: not comparable)", fontsize=10, y=0.99)
     return fig
 
 

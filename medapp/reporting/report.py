@@ -1,8 +1,10 @@
-"""The downloadable report: a one-page PDF of one analysis, and the overlay as PNG. No PHI in either.
+"""The downloadable report: a one-page PDF of one analysis, and the overlay as PNG.
 
 Neither carries the file name, patient fields or DICOM header values beyond the equipment-free image facts
 (format, size, frame); the PDF's document metadata names only medapp. The image is identified, as in the audit
-log, by the SHA-256 of the uploaded bytes, which lets a reader match the report to a file they hold.
+log, by the SHA-256 of the uploaded bytes, which lets a reader match the report to a file they hold. Pixels can
+carry names too: every picture goes through an :class:`~medapp.reporting.export_region.ExportRegion` (the scan
+region only, or bands blanked, or the whole image the user confirmed), and the PDF says which.
 """
 
 from __future__ import annotations
@@ -21,16 +23,22 @@ from ..intake.medical_image import MedicalImage
 from ..model.card import INTENDED_USE, ModelCard
 from ..serving.likelihood import DISCLAIMER
 from ..serving.predict import Prediction
+from ..serving.reading import CaseDetails, SignOff
+from .export_region import ExportRegion
 
 DECISION_SUPPORT = "Decision support only, not a diagnosis"
+# The heatmap explains the malignancy estimate whatever the top class; it is where the model looked, not an outline.
+HEATMAP_CAPTION = "What raised the malignancy estimate"
+HEATMAP_CAVEAT = ("The heatmap shows which parts of the image raised the malignancy estimate: where the model looked, "
+                  "not a lesion outline. It can be wrong when the model is.")
 _FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu: Unicode glyphs (≤, –, µ) in the PDF
 _MAX_IMAGE_SIDE = 800  # px embedded per picture: sharp at ~85 mm wide, keeps the PDF small
 
 
-def overlay_png(overlay: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG bytes with no text chunks (no metadata at all)."""
+def overlay_png(overlay: np.ndarray, export: ExportRegion) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes of its exportable part, with no text chunks (no metadata at all)."""
     buf = io.BytesIO()
-    Image.fromarray(np.asarray(overlay, dtype=np.uint8)).save(buf, format="PNG", optimize=False)
+    Image.fromarray(np.asarray(export.apply(overlay), dtype=np.uint8)).save(buf, format="PNG", optimize=False)
     return buf.getvalue()
 
 
@@ -64,10 +72,15 @@ class _Report(FPDF):
 
 
 def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCard, *, file_sha256: str,
-                     overlay: np.ndarray | None = None, created: dt.datetime | None = None) -> bytes:
+                     export: ExportRegion, overlay: np.ndarray | None = None, shown: np.ndarray | None = None,
+                     case: CaseDetails | None = None, sign_off: SignOff | None = None,
+                     created: dt.datetime | None = None) -> bytes:
     """A PDF of one analysis: image and overlay, result, scope, model identity, UTC time and intended use.
 
-    An out-of-scope image shows no probability, category or overlay: only why it is outside intended use.
+    ``shown`` is the image as the clinician windowed it on screen (default: the image as decoded). Both pictures
+    are limited by ``export`` (see :mod:`medapp.reporting.export_region`). ``case`` (the typed label and lesion
+    location) and ``sign_off`` (the radiologist's verdict) are printed when given. An out-of-scope image shows no
+    probability, category or overlay: only why it is outside intended use.
     """
     created = (created or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     pdf = new_pdf("medapp decision-support report", created, _Report)
@@ -83,15 +96,20 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     pdf.multi_cell(width, 4.2, f"Generated {created.strftime('%Y-%m-%d %H:%M:%S')} UTC · image SHA-256 "
                    f"{file_sha256} · {image.source_kind.upper()}, {image.original_size[1]}x{image.original_size[0]} px"
                    f", frame {image.frame_index + 1} of {image.frame_count}", new_x="LMARGIN", new_y="NEXT")
+    if case is not None and (case.label or case.location):
+        pdf.set_font("DejaVu", "B", 10)
+        pdf.multi_cell(width, 5, "; ".join(x for x in (f"Case {case.label}" if case.label else "", case.location)
+                                           if x), new_x="LMARGIN", new_y="NEXT")
     pdf.ln(2)
 
     top = pdf.get_y()
     half = (width - 6) / 2
-    pictures = [("Image", image.display)] + ([("Where the model looked", overlay)] if overlay is not None
+    pictures = [("Image" if shown is None else "Image (as windowed on screen)",
+                 image.display if shown is None else shown)] + ([(HEATMAP_CAPTION, overlay)] if overlay is not None
                                               and prediction.in_scope else [])
     bottom = top
     for i, (caption, rgb) in enumerate(pictures):
-        im = _picture(rgb)
+        im = _picture(export.apply(rgb))
         x = pdf.l_margin + i * (half + 6)
         h = min(half * im.height / im.width, 95)
         w = h * im.width / im.height
@@ -118,17 +136,28 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
             ", ".join(f"{k} {format_probability(v)}" for k, v in prediction.probabilities.items()))
         row("Uncertainty", f"±{format_percent(prediction.uncertainty)} across {prediction.tta_views} test-time views"
             + ("; LOW CONFIDENCE, interpret with extra care" if prediction.low_confidence else ""))
-        row("Heatmap", f"{prediction.cam_method}, explaining class '{prediction.cam_target}'")
+        row("Heatmap", f"{prediction.cam_method}, explaining class '{prediction.cam_target}'. {HEATMAP_CAVEAT}")
         row("Scope", f"within intended use (scope score {prediction.scope_score:.1f}, limit "
             f"{prediction.scope_threshold:.1f}); no quality problem found")
     else:
         row("Scope", "OUTSIDE INTENDED USE: no probability is reported for this image", bold=True)
         for reason in prediction.out_of_scope_reasons:
             row("", f"• {reason}")
+    row("Image pixels", export.description, size=8)
     if image.notes:
         row("Intake notes", "; ".join(image.notes))
     pdf.ln(2)
 
+    if sign_off is not None:
+        pdf.set_font("DejaVu", "B", 12)
+        pdf.cell(0, 7, "Radiologist sign-off", new_x="LMARGIN", new_y="NEXT")
+        row("Verdict", "agrees with the model estimate" if sign_off.agrees else "disagrees with the model estimate",
+            bold=True)
+        row("BI-RADS assessment", sign_off.birads)
+        if sign_off.comment:
+            row("Comment", sign_off.comment)
+        row("Signed", f"{sign_off.user}, {sign_off.time_utc}")
+        pdf.ln(2)
     pdf.set_font("DejaVu", "B", 12)
     pdf.cell(0, 7, "Model", new_x="LMARGIN", new_y="NEXT")
     row("Name and version", f"{prediction.model.get('name', card.name)} {prediction.model.get('version', card.version)}")

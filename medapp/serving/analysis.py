@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..errors import AuditLogError, MedAppError
+from ..formatting import MISSING, format_probability
 from ..intake.imaging import load_image
 from ..intake.medical_image import MedicalImage
 from ..intake.privacy import AuditLog, sha256_bytes
@@ -32,9 +33,10 @@ log = logging.getLogger(__name__)
 MAX_CACHED_ANALYSES = 32
 
 
-def open_audit_log() -> AuditLog:
-    """The deployment's audit log: ``$MEDAPP_AUDIT_LOG``, or ``artifacts/audit.jsonl`` in the project (git-ignored)."""
-    return AuditLog(get_settings().audit_log)
+def open_audit_log(user: str | None = None) -> AuditLog:
+    """The deployment's audit log: ``$MEDAPP_AUDIT_LOG``, or ``artifacts/audit.jsonl`` in the project (git-ignored),
+    writing ``user`` into each entry (:mod:`medapp.serving.signin` says who that is for the app and the CLI)."""
+    return AuditLog(get_settings().audit_log, user=user)
 
 
 @dataclass(frozen=True)
@@ -157,21 +159,26 @@ class Workspace:
         A single upload is analysed with its heatmap at once (the common case: one round trip to the overlay);
         with several, the worklist needs probabilities only and the heatmap is made when an image is opened.
         """
+        return [a for a, _ in self.analyze_each(predictor, uploads, cam_method=cam_method, audit=audit)]
+
+    def analyze_each(self, predictor: Predictor, uploads: Sequence[Upload], *, cam_method: str | None = None,
+                     audit: AuditLog | None = None) -> Iterator[tuple[Analysis, bool]]:
+        """:meth:`analyze` one upload at a time: yields (analysis, computed now) in upload order, so a page can
+        show progress and each result as it finishes (``computed now`` False: it came from the cache)."""
         self._use(predictor)
         shas = [u.sha256 for u in uploads]
         current = set(shas)
         for key in [k for k in self._cache if k[0] not in current]:
             del self._cache[key]
         explain = len(uploads) == 1
-        out = []
         for upload, sha in zip(uploads, shas, strict=True):
             found = self._get((sha, 0, cam_method)) or next(
                 (a for k, a in reversed(self._cache.items()) if k[:2] == (sha, 0)), None)
-            if found is None:
+            fresh = found is None
+            if fresh:
                 found = analyze_upload(predictor, upload, cam_method=cam_method, explain=explain, audit=audit)
                 self._put((sha, 0, cam_method if explain else None), found)
-            out.append(found if found.name == upload.name else _renamed(found, upload.name))
-        return out
+            yield (found if found.name == upload.name else _renamed(found, upload.name)), fresh
 
     def open(self, predictor: Predictor, upload: Upload, *, frame: int | None = None, cam_method: str | None = None,
              audit: AuditLog | None = None) -> Analysis:
@@ -193,7 +200,8 @@ def _renamed(analysis: Analysis, name: str) -> Analysis:
 def worklist_rows(analyses: Sequence[Analysis]) -> list[dict[str, Any]]:
     """Table rows for accepted files, most suspicious first; out-of-scope images last, with no probability.
 
-    Each row: ``index`` (position in ``analyses``), ``file``, ``p_malignant`` (None when out of scope),
+    Each row: ``index`` (position in ``analyses``), ``file``, ``p_malignant`` (None when out of scope) and
+    ``p_text`` (as the page writes probabilities everywhere),
     ``category`` and ``flags`` (plain words).
     """
     rows = []
@@ -204,6 +212,7 @@ def worklist_rows(analyses: Sequence[Analysis]) -> list[dict[str, Any]]:
         flags = [*([] if p.in_scope else ["outside intended use"]), *p.quality_flags,
                  *(["low confidence"] if p.in_scope and p.low_confidence else [])]
         rows.append({"index": i, "file": a.name, "p_malignant": p.p_malignant if p.in_scope else None,
+                     "p_text": format_probability(p.p_malignant) if p.in_scope else MISSING,
                      "category": p.category.code if p.in_scope else "n/a", "flags": ", ".join(dict.fromkeys(flags))})
     return sorted(rows, key=lambda r: (r["p_malignant"] is None, -(r["p_malignant"] or 0.0)))
 

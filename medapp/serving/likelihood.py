@@ -37,11 +37,11 @@ class LikelihoodCategory:
         return {"code": self.code, "label": self.label, "low": self.low, "high": self.high, "rank": self.rank}
 
 
-# ``high`` is the model card's ``serving.normal_ceiling`` (see :func:`categorize_likelihood`); 0.10 here, the top
-# of the 4A band, only for listing the categories.
+# Only ever in place of the BI-RADS 3 band (P(malignant) <= 2%, lower still if the card's ``normal_ceiling`` is):
+# the malignancy band decides the wording, and "normal" never stands where a biopsy would be considered.
 NORMAL = LikelihoodCategory(
     "normal", "Model estimate: normal-appearing breast tissue, no mass found (low likelihood of malignancy)",
-    0.0, 0.10, 0,
+    0.0, 0.02, 0,
 )
 # Upper edges are inclusive except 4C's (BI-RADS: 4C is > 50% to < 95%, 5 is >= 95%).
 BANDS: tuple[LikelihoodCategory, ...] = (
@@ -73,19 +73,40 @@ def categorize_likelihood(p_malignant: float, *, label: str | None, threshold: f
                           normal_ceiling: float) -> LikelihoodCategory:
     """Category for a calibrated P(malignant); ``label`` is the model's top class.
 
-    "normal" replaces the band only when the top class is normal and P(malignant) is below the operating
-    ``threshold`` and below the card's ``normal_ceiling``, so a sizeable malignancy estimate is never hidden
-    behind the word "normal".
+    The malignancy band decides: "normal" replaces only the BI-RADS 3 band (<= 2%), and only when the top class is
+    normal and P(malignant) is also below the operating ``threshold`` and the card's ``normal_ceiling``, so a
+    malignancy estimate in the biopsy range (4A and up) is never hidden behind the word "normal".
     """
     band = band_for(p_malignant)
-    if label == "normal" and p_malignant < normal_ceiling and p_malignant < threshold:
-        return dataclasses.replace(NORMAL, high=normal_ceiling)
+    if label == "normal" and band.code == "3" and p_malignant < normal_ceiling and p_malignant < threshold:
+        return dataclasses.replace(NORMAL, high=min(normal_ceiling, band.high))
     return band
 
 
-def decision_sentence(p_malignant: float, threshold: float) -> str:
-    """The one sentence that states the decision at the operating threshold (page, PDF and CLI show it)."""
-    where = "at or above" if p_malignant >= threshold else "below"
-    outcome = "flagged as suspicious for malignancy" if p_malignant >= threshold else "not flagged"
-    return (f"P(malignant) {format_probability(p_malignant)} is {where} the operating threshold "
-            f"{threshold:.0%}: {outcome}")
+# The three ways a result reads; the page's badge, the PDF and the CLI take the tone from here, never from the
+# threshold alone, so a 4A-4C estimate below the threshold is never shown as reassuring.
+FLAGGED, BIOPSY_RANGE, NOT_FLAGGED = "flagged", "biopsy_range", "not_flagged"
+BIOPSY_CODES = frozenset({"4A", "4B", "4C", "5"})
+TONE_BADGES = {FLAGGED: "Flagged: above threshold", BIOPSY_RANGE: "Biopsy range: not reassuring",
+               NOT_FLAGGED: "Not flagged"}
+
+
+def decision_tone(p_malignant: float, threshold: float, category: LikelihoodCategory) -> str:
+    """FLAGGED at or above the threshold; BIOPSY_RANGE below it but in a band where biopsy is usually
+    recommended (BI-RADS 4A and up, > 2%); NOT_FLAGGED only in the normal and BI-RADS 3 wording."""
+    if p_malignant >= threshold:
+        return FLAGGED
+    return BIOPSY_RANGE if category.code in BIOPSY_CODES else NOT_FLAGGED
+
+
+def decision_sentence(p_malignant: float, threshold: float, category: LikelihoodCategory) -> str:
+    """The one sentence that states the decision (page, PDF and CLI show it), consistent with the category."""
+    p, t = format_probability(p_malignant), format_probability(threshold)
+    tone = decision_tone(p_malignant, threshold, category)
+    if tone == FLAGGED:
+        return f"P(malignant) {p} is at or above the operating threshold {t}: flagged as suspicious for malignancy"
+    if tone == BIOPSY_RANGE:
+        return (f"P(malignant) {p} is below the operating threshold {t}, but in the BI-RADS {category.code} range, "
+                "where biopsy is usually recommended: not a reassuring result; decide on the whole examination")
+    return (f"P(malignant) {p} is below the operating threshold {t} and at most {format_probability(category.high)}"
+            " (the BI-RADS 3 range or lower): not flagged")

@@ -43,13 +43,14 @@ from ..model.registry import cam_target_layer, resolve_layers
 from ..model.scope import ScopeGate
 from ..model.site_profile import SiteProfile, load_profile
 from ..model.views import configured_views
-from .likelihood import LikelihoodCategory, categorize_likelihood, decision_sentence
+from .likelihood import LikelihoodCategory, categorize_likelihood, decision_sentence, decision_tone
 from .quality import QualityFlag, assess_quality, describe_flag
 
 log = logging.getLogger(__name__)
 
 # How a result calibrated by the model card (no site profile) names its calibration, on the page and in the PDF.
 SHIPPED_CALIBRATION = "shipped calibration (model card)"
+PREDICTED_TARGET = "predicted"  # explain each image's reported class instead of malignancy
 OUTSIDE_INTENDED_USE = "Outside intended use: this image does not look like the breast ultrasound the model was " \
                        "trained on, so no result should be read from it"
 
@@ -82,6 +83,12 @@ class Prediction:
     tta_views: int = 1
 
     @property
+    def decision_tone(self) -> str:
+        """FLAGGED, BIOPSY_RANGE or NOT_FLAGGED (:func:`medapp.serving.likelihood.decision_tone`): what the badge
+        says, consistent with the category."""
+        return decision_tone(self.p_malignant, self.threshold, self.category)
+
+    @property
     def calibration(self) -> str:
         """Which calibration made these probabilities: a site profile's label, or the shipped card's."""
         return self.model.get("calibration", SHIPPED_CALIBRATION)
@@ -95,6 +102,7 @@ class Prediction:
             "threshold": self.threshold,
             "decision": self.decision,
             "decision_text": self.decision_text,
+            "decision_tone": self.decision_tone if self.in_scope else None,
             "category": self.category.code,
             "category_label": self.category.label,
             "uncertainty": round(self.uncertainty, 6),
@@ -187,10 +195,14 @@ class Predictor:
         probs = softmax(logits, self.card.temperature)
         return self.profile.apply(probs, self.card.malignant_index) if self.profile is not None else probs
 
-    def _class_index(self, target: str | int | None, default: int) -> int:
+    def _class_index(self, target: str | int | None, predicted: int) -> int:
+        """The class a heatmap explains: malignant by default (what raised the malignancy estimate, the number
+        the clinician acts on, whatever the top class); ``"predicted"`` the reported class; or a class name."""
         names = self.card.class_names
         if target is None:
-            return default
+            return self.card.malignant_index
+        if target == PREDICTED_TARGET:
+            return predicted
         if isinstance(target, int) and 0 <= target < len(names):
             return target
         if target in names:
@@ -208,7 +220,8 @@ class Predictor:
                       allow_slow_cam: bool = False) -> list[Prediction]:
         """Predict several images in one batched forward pass (and one batched CAM).
 
-        ``target`` is the class name the heatmap explains (default: each image's reported class). ``tta`` False
+        ``target`` is the class name the heatmap explains (default: malignant; ``"predicted"``: each image's
+        reported class). ``tta`` False
         skips the test-time views unless the card's headline is their mean. ``timing_ms`` holds each stage's
         time divided by the batch size.
         """
@@ -287,15 +300,15 @@ class Predictor:
         if n_views > 1:
             kinds = "mirror, shifts" if any(flip for flip, _, _ in self.views) else "shifts"
             notes.append(f"uncertainty: std of P(malignant) over {n_views} test-time views ({kinds})")
+        category = categorize_likelihood(p, label=label, threshold=threshold, normal_ceiling=policy.normal_ceiling)
         return Prediction(
             probabilities={name: float(probs[j]) for j, name in enumerate(names)},
             p_malignant=p,
             threshold=threshold,
             decision=bool(p >= threshold),
-            decision_text=decision_sentence(p, threshold) if in_scope else OUTSIDE_INTENDED_USE,
+            decision_text=decision_sentence(p, threshold, category) if in_scope else OUTSIDE_INTENDED_USE,
             label=label,
-            category=categorize_likelihood(p, label=label, threshold=threshold,
-                                           normal_ceiling=policy.normal_ceiling),
+            category=category,
             uncertainty=uncertainty,
             low_confidence=bool(uncertainty > policy.uncertainty_limit
                                 or abs(p - threshold) < policy.threshold_margin),
@@ -330,4 +343,4 @@ def _restore(square_map: np.ndarray, geometry: SquareGeometry) -> np.ndarray:
     return (out / peak).astype(np.float32) if peak > 0 else out.astype(np.float32)
 
 
-__all__ = ["Prediction", "Predictor"]
+__all__ = ["PREDICTED_TARGET", "Prediction", "Predictor"]

@@ -70,3 +70,24 @@ def describe_flag(flag: QualityFlag | str, limits: QualityLimits, pixels_shape: 
                 "overlay); the model reads grey-scale B-mode only — send the B-mode frame without the colour box")
     return ("image is largely clipped to pure white or pure black (saturated); re-export without burned-in "
             "overlays or extreme gain")
+
+
+BORDERLINE_SCOPE = 1.25  # a scope score within 25% above its limit is "just outside": worth another view
+
+
+def refusal_advice(scope_score: float, scope_threshold: float, quality_flags: list[str]) -> str:
+    """What a clinician can do about a refused image: how far outside it is, and what to try."""
+    tips = []
+    if scope_score > scope_threshold:
+        ratio = scope_score / scope_threshold if scope_threshold > 0 else float("inf")
+        if ratio <= BORDERLINE_SCOPE:
+            tips.append(f"Borderline: the scope score {scope_score:.2f} is just above its limit {scope_threshold:.2f} "
+                        f"({ratio - 1:.0%} over). Another view of the lesion, or a frame without calipers, text or "
+                        "colour boxes over it, will often be accepted.")
+        else:
+            tips.append(f"Far outside: the scope score {scope_score:.2f} is {ratio:.1f} times its limit "
+                        f"{scope_threshold:.2f}; this does not look like a grey-scale breast ultrasound frame.")
+    if quality_flags:
+        tips.append("Fix the image problem above (a larger, unsaturated grey-scale frame) and upload it again.")
+    tips.append("You can still record your own assessment and download a report documenting the refusal.")
+    return " ".join(tips)

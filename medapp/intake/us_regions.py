@@ -1,0 +1,41 @@
+"""The scan area of an ultrasound frame, from the DICOM Ultrasound Region Sequence (PS3.3 C.8.5.5).
+
+Ultrasound scanners draw the patient's name, ID, the date and the institution in the pixels around the image, and
+state in the header where the image itself lies: each region of the Sequence of Ultrasound Regions gives its
+spatial format (1 = 2D), data type (1 = tissue) and bounding box. medapp crops every export to that box, so the
+drawn text around it cannot leave with a report (:mod:`medapp.reporting.export_region`).
+"""
+
+from __future__ import annotations
+
+from pydicom.dataset import Dataset
+
+_SPATIAL_2D = 1  # RegionSpatialFormat: 2D image (not M-mode, spectral or waveform)
+_TISSUE = 1  # RegionDataType: tissue (not colour flow, Doppler trace or ECG)
+MIN_REGION_FRACTION = 0.05  # a "scan region" smaller than 5% of the frame is a thumbnail or an icon, not the scan
+
+
+def scan_region(ds: Dataset, rows: int, cols: int) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right), bottom/right exclusive, of the 2D tissue regions' union, or None.
+
+    2D regions of other data types count when no region says tissue. The box is clipped to the frame; None when
+    the header states no usable region (none, unreadable, or too small to be the scan).
+    """
+    boxes = {True: [], False: []}
+    try:
+        for region in ds.get("SequenceOfUltrasoundRegions") or []:
+            if int(region.get("RegionSpatialFormat", 0) or 0) != _SPATIAL_2D:
+                continue
+            box = (int(region.RegionLocationMinY0), int(region.RegionLocationMinX0),
+                   int(region.RegionLocationMaxY1) + 1, int(region.RegionLocationMaxX1) + 1)  # inclusive -> exclusive
+            boxes[int(region.get("RegionDataType", 0) or 0) == _TISSUE].append(box)
+    except (AttributeError, TypeError, ValueError):
+        return None
+    chosen = boxes[True] or boxes[False]
+    if not chosen:
+        return None
+    top, left = max(0, min(b[0] for b in chosen)), max(0, min(b[1] for b in chosen))
+    bottom, right = min(rows, max(b[2] for b in chosen)), min(cols, max(b[3] for b in chosen))
+    if bottom <= top or right <= left or (bottom - top) * (right - left) < MIN_REGION_FRACTION * rows * cols:
+        return None
+    return top, left, bottom, right
