@@ -13,6 +13,7 @@ st.set_page_config(page_title="medapp · breast ultrasound", page_icon=app_icon(
 identity = require_signin()  # with an identity provider configured, nobody gets past here before signing in
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
+    st.Page("pages/pacs.py", title="PACS", icon=":material/dns:"),
     st.Page("pages/performance.py", title="Model performance", icon=":material/monitoring:"),
     st.Page("pages/validate_site.py", title="Validate at your site", icon=":material/fact_check:"),
     st.Page("pages/model_card.py", title="Model card", icon=":material/description:"),

@@ -10,6 +10,7 @@ import streamlit as st
 
 from medapp.errors import MedAppError
 from medapp.markup import plain
+from medapp.pacs.browse import describe_send, send_signed
 from medapp.reporting.export_region import CHOICES, EXPORT_LABELS, NO_REGION_WARNING, export_region, needs_choice
 from medapp.reporting.report import build_report_pdf, overlay_png
 from medapp.serving.analysis import Analysis
@@ -23,7 +24,7 @@ from medapp.serving.reading import (
     report_filename,
 )
 from medapp.serving.worklist import ReadingState
-from pages.common import audit_log
+from pages.common import PACS_INBOX_KEY, audit_log
 from pages.signin import current_identity
 
 
@@ -78,3 +79,26 @@ def downloads(analysis: Analysis, predictor: Predictor, shown, overlay, case: Ca
     if overlay is not None:
         st.download_button("Download overlay PNG", lambda: overlay_png(overlay, export),
                            report_filename(case.label, suffix="png"), "image/png", icon=":material/image:")
+    if sign is not None:
+        send_to_pacs(analysis, predictor, case, sign, choice)
+
+
+def send_to_pacs(analysis: Analysis, predictor: Predictor, case: CaseDetails, sign: SignOff,
+                 choice: str | None) -> None:
+    """For an image opened from the PACS, once signed: the signed SR and PDF into its study (sending again is
+    safe: what is there is not sent twice). A failure keeps everything in the session; send again later."""
+    inbox = st.session_state.get(PACS_INBOX_KEY)
+    sha = analysis.file_sha256
+    if inbox is None or inbox.source(sha) is None:
+        return
+    if st.button("Send to PACS", icon=":material/cloud_upload:", key=f"send_{sha}",
+                 help="The signed result (DICOM SR) and the PDF report go into this image's study"):
+        try:
+            with st.spinner("Storing the signed result in the PACS…"):
+                send_signed(inbox, analysis, sign, case, predictor, audit_log(), choice)
+        except MedAppError as e:
+            st.error(f"Not sent: {plain(e)}  \nYour sign-off is kept in this session: press Send to PACS again "
+                     "when the PACS answers.")
+            return
+    if sha in inbox.sent:
+        st.success(describe_send(inbox.sent[sha]), icon=":material/cloud_done:")

@@ -26,6 +26,7 @@ from pages.signin import current_identity, signin_status
 
 FRAME_KEY = "medapp_frame"
 RETURN_KEY = "medapp_return_to"
+PACS_INBOX_KEY = "pacs_inbox"  # the study opened on the PACS page (medapp.pacs.browse.PacsInbox), read by Diagnose
 
 
 def require_frame(page_file: str) -> None:

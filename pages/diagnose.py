@@ -9,7 +9,7 @@ from medapp.serving.analysis import Upload, Workspace
 from medapp.serving.worklist import ReadingState
 from medapp.settings import MB, get_settings
 from pages.case_view import heatmap_method, show_case
-from pages.common import audit_log, get_predictor, require_frame
+from pages.common import PACS_INBOX_KEY, audit_log, get_predictor, require_frame
 from pages.worklist_view import analyze_with_progress, lesion_groups, worklist
 
 require_frame(__file__)
@@ -19,17 +19,22 @@ predictor = get_predictor()
 limit_mb = get_settings().max_file_bytes / MB
 files = st.file_uploader(f"Drop breast-ultrasound images here: PNG, JPEG, BMP, TIFF or DICOM, up to {limit_mb:g} MB "
                          "each (any file name)", accept_multiple_files=True, key="uploads")
-if predictor is None or not files:
-    st.info("Upload one or more images to see the model's estimate. Several images give a worklist.")
+from_pacs = st.session_state.get(PACS_INBOX_KEY)  # a study opened on the PACS page: its images join the uploads
+uploads = [Upload(f.name, f.getvalue()) for f in files or []] + (from_pacs.uploads if from_pacs else [])
+if predictor is None or not uploads:
+    st.info("Upload one or more images (or open a study on the PACS page) to see the model's estimate. Several "
+            "images give a worklist.")
     st.stop()
 
 listing = st.container()  # fixed places on the page: the case view below never shifts with the list above
 case_slot = st.empty()
 workspace = st.session_state.setdefault("workspace", Workspace())
 reading = st.session_state.setdefault("reading", ReadingState())
-uploads = [Upload(f.name, f.getvalue()) for f in files]
-with listing:
+viewer = st.sidebar.container(border=True)  # the viewer's controls beside the page, so the case fits the screen
+viewer.markdown("**Viewer**")
+with viewer:
     cam_method = heatmap_method(predictor)
+with listing:
     analyses = analyze_with_progress(workspace, predictor, uploads, cam_method)
     for refused in (a for a in analyses if a.error):
         st.error(f"**{plain(refused.name)}** was not analysed: {plain(refused.error)}")
@@ -39,18 +44,17 @@ with listing:
     chosen = worklist(rows, reading)
     lesion_groups(analyses, reading)
     first = analyses[chosen["index"]]
-    controls = st.columns(3)
     opacity = 0.4  # no heatmap for an image outside intended use: no heatmap control either
     if chosen["p_malignant"] is not None:
-        opacity = controls[0].slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
+        opacity = viewer.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
     frame = None
     if first.image.frame_count > 1:
-        frame = controls[1].number_input(f"Frame (of {first.image.frame_count})", 1, first.image.frame_count,
-                                         key=f"frame_{first.file_sha256}") - 1
+        frame = viewer.number_input(f"Frame (of {first.image.frame_count})", 1, first.image.frame_count,
+                                    key=f"frame_{first.file_sha256}") - 1
     window = None
     if first.image.source_kind == "dicom":
-        level = controls[2].slider("Window level", 0.0, 1.0, 0.5, 0.01, key=f"level_{first.file_sha256}")
-        width = controls[2].slider("Window width", 0.05, 1.0, 1.0, 0.01, key=f"width_{first.file_sha256}")
+        level = viewer.slider("Window level", 0.0, 1.0, 0.5, 0.01, key=f"level_{first.file_sha256}")
+        width = viewer.slider("Window width", 0.05, 1.0, 1.0, 0.01, key=f"width_{first.file_sha256}")
         window = None if (level, width) == (0.5, 1.0) else (level, width)
 
 if st.session_state.get("shown_case") != chosen["sha"]:  # another case: clear the old one before computing

@@ -52,20 +52,29 @@ from medapp.intake.privacy import AuditLog
 from medapp.pacs.client import PacsClient, PacsConfig, check_url
 from medapp.pacs.orthanc_server import OrthancServer, write_config
 from medapp.pacs.results import (
+    AGREES,
+    ASSESSMENT,
+    BIRADS_CODES,
     CATEGORY_CODES,
     IN_SCOPE,
     LIKELIHOOD,
+    QUALITATIVE_EVALUATIONS,
+    VERIFYING_ORGANIZATION,
     build_encapsulated_pdf,
     build_sr,
     measurement_group,
+    person_name,
     result_series,
     result_uids,
     source_header,
 )
 from medapp.pacs.workflow import Status, StudyAnalyzer, watch
 from medapp.serving.predict import Predictor
+from medapp.serving.reading import CaseDetails, SignOff
 
 SALT = "test-site-secret-" + "0" * 32
+SIGN_OFF = SignOff.make(agrees=False, birads="4B", comment="Irregular margin on the radial view",
+                        user="dr.ada@hospital.example", now=dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC))
 pytestmark = pytest.mark.filterwarnings("ignore:.*plain HTTP.*")  # a local Orthanc is plain HTTP on 127.0.0.1
 
 
@@ -245,6 +254,62 @@ def test_analyze_store_round_trip(orthanc: OrthancServer, predictor: Predictor, 
     assert _count(orthanc, study_uid) == before == 4 + 2
 
 
+def test_signed_result_joins_the_unsigned_one_and_resending_stores_nothing(
+        orthanc: OrthancServer, predictor: Predictor, tmp_path: Path) -> None:  # noqa: F811
+    """``pacs analyze --store`` left an unsigned SR and PDF; the radiologist signs: the signed SR and PDF are new
+    instances beside them (the unsigned SR stays UNVERIFIED and is the signed one's predecessor); sending the same
+    signed result again stores nothing; the audit log names the signed store with hashed UIDs."""
+    study = new_study()
+    source = busi_ultrasound(busi_test_image("malignant", 4), study, 1)
+    _upload(orthanc, source)
+    study_uid = str(study.StudyInstanceUID)
+    analyzer = _analyzer(orthanc, predictor, tmp_path)
+    assert [o.status for o in analyzer.analyze(study_uid)] == [Status.STORED]
+    assert _count(orthanc, study_uid) == 3
+
+    client = pacs_client(orthanc)
+    ref = next(r for r in client.search_instances(study_uid) if r.sop_uid == source.SOPInstanceUID)
+    data = client.fetch_instance(ref)  # as the app holds it: fetched over WADO-RS
+    image = load_image(data)
+    prediction = predictor.predict(image)
+    case = CaseDetails(label="Clinic7-A", laterality="left", clock=2)
+    outcome = analyzer.store_signed(ref, data, image, prediction, SIGN_OFF, case)
+    signed = result_uids(study_uid, source.SOPInstanceUID, prediction.model, SIGN_OFF, case)
+    unsigned = result_uids(study_uid, source.SOPInstanceUID, prediction.model)
+    assert outcome.status == Status.STORED and sorted(outcome.stored) == sorted(signed.objects)
+    assert _count(orthanc, study_uid) == 5  # two new objects; the unsigned ones are not sent again
+
+    srs, pdfs = _results(orthanc, study_uid, predictor.model_info)
+    by_uid = {str(ds.SOPInstanceUID): ds for ds in srs}
+    assert set(by_uid) == {signed.sr, unsigned.sr} and len(pdfs) == 2
+    assert by_uid[unsigned.sr].VerificationFlag == "UNVERIFIED" and "VerifyingObserverSequence" not in by_uid[
+        unsigned.sr]
+    signed_sr = by_uid[signed.sr]
+    assert signed_sr.VerificationFlag == "VERIFIED" and signed_sr.PreliminaryFlag == "FINAL"
+    assert str(signed_sr.VerifyingObserverSequence[0].VerifyingObserverName) == "dr.ada@hospital.example^"
+    assert _sign_off_items(signed_sr)[ASSESSMENT.value].ConceptCodeSequence[0].CodeValue == "MA-BIRADS-4B"
+    assert (signed_sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+            .ReferencedSOPInstanceUID == unsigned.sr)
+    values = {m.name.value: m.value for m in hd.sr.ComprehensiveSR.from_dataset(signed_sr).content
+              .get_image_measurement_groups()[0].get_measurements()}
+    assert values[codes.DCM.ProbabilityOfCancer.value] == pytest.approx(prediction.p_malignant, abs=1e-6)
+    signed_pdf = next(ds for ds in pdfs if ds.SOPInstanceUID == signed.pdf)
+    text = " ".join(" ".join(page.extract_text().split()) for page in PdfReader(io.BytesIO(
+        bytes(signed_pdf.EncapsulatedDocument[: signed_pdf.EncapsulatedDocumentLength]))).pages)
+    assert "Radiologist sign-off" in text and "BI-RADS assessment 4B" in text and "left breast" in text
+    assert "Clinic7-A" not in text  # the typed case label names downloads only, never what goes to the PACS
+
+    again = analyzer.store_signed(ref, data, image, prediction, SIGN_OFF, case)
+    assert again.status == Status.ALREADY_STORED and again.stored == [] and _count(orthanc, study_uid) == 5
+    entries = [e for e in AuditLog(tmp_path / "audit.jsonl").read() if "sign_off" in e["outputs"]]
+    assert [e["outputs"]["store"] for e in entries] == ["requested", "nothing new"]
+    assert sorted(entries[0]["outputs"]["stored_uid_hashes"]) == sorted(hash_uid(u, SALT) for u in signed.objects)
+    assert entries[0]["outputs"]["instance_uid_hash"] == hash_uid(source.SOPInstanceUID, SALT)
+    assert entries[0]["user"] == "tester" and entries[0]["outputs"]["sign_off"]["birads"] == "4B"
+    log_text = (tmp_path / "audit.jsonl").read_text()
+    assert study_uid not in log_text and source.SOPInstanceUID not in log_text and "Testperson" not in log_text
+
+
 def test_written_objects_pass_dciodvfy(predictor: Predictor, tmp_path: Path) -> None:
     """DICOM conformance of the SR and the Encapsulated PDF (dicom3tools' dciodvfy): no errors. Its only warnings
     are for medapp's local coding scheme designator 99MEDAPP, which it does not know (PS3.16 8.2 allows it)."""
@@ -260,7 +325,10 @@ def test_written_objects_pass_dciodvfy(predictor: Predictor, tmp_path: Path) -> 
     header = source_header(source)
     uids = result_uids(source.StudyInstanceUID, source.SOPInstanceUID, prediction.model)
     pdf = build_report_pdf(image, prediction, predictor.card, file_sha256="0" * 64, export=export_region(image))
+    signed = result_uids(source.StudyInstanceUID, source.SOPInstanceUID, prediction.model, SIGN_OFF)
     for name, ds in [("sr.dcm", build_sr(prediction, header, uids)),
+                     ("signed_sr.dcm", build_sr(prediction, header, signed, sign_off=SIGN_OFF,
+                                                predecessor_uid=uids.sr)),
                      ("pdf.dcm", build_encapsulated_pdf(pdf, header, uids, prediction.model))]:
         ds.save_as(tmp_path / name, enforce_file_format=True)
         result = subprocess.run([dciodvfy, str(tmp_path / name)], capture_output=True, text=True, timeout=60,
@@ -268,11 +336,94 @@ def test_written_objects_pass_dciodvfy(predictor: Predictor, tmp_path: Path) -> 
         report = (result.stdout + result.stderr).splitlines()
         assert not [line for line in report if line.startswith("Error")], report
         assert all("99MEDAPP" in line for line in report if line.startswith("Warning")), report
-    # highdicom's own reading of the SR (its constructors validated the TID 1500 tree when it was built)
+    # highdicom's own reading of the SRs (its constructors validated the TID 1500 tree when it was built)
     assert hd.sr.srread(tmp_path / "sr.dcm").content.get_image_measurement_groups()
+    assert hd.sr.srread(tmp_path / "signed_sr.dcm").content.get_image_measurement_groups()
 
 
 # -- results without a PACS -------------------------------------------------------------------------------------
+
+
+def _sign_off_items(sr_ds: pydicom.Dataset) -> dict[str, pydicom.Dataset]:
+    """The items of the SR's Qualitative Evaluations container (TID 1500 row 12), by concept code value: pydicom
+    alone, walking the tree."""
+    containers = [item for item in sr_ds.ContentSequence if item.ValueType == "CONTAINER"
+                  and item.ConceptNameCodeSequence[0].CodeValue == QUALITATIVE_EVALUATIONS.value]
+    assert len(containers) <= 1
+    if not containers:
+        return {}
+    return {(item.ConceptNameCodeSequence[0].get("CodeValue") or item.ConceptNameCodeSequence[0].LongCodeValue):
+            item for item in containers[0].ContentSequence}
+
+
+def test_signed_sr_records_the_sign_off_and_is_verified(tmp_path: Path) -> None:
+    """The radiologist's sign-off in the SR: VERIFIED and FINAL, who and when in the Verifying Observer Sequence,
+    agrees/BI-RADS/comment in the content; read back from the file with highdicom and with pydicom."""
+    from app_fixtures import make_prediction
+
+    header = source_header(busi_ultrasound(busi_test_image("benign", 1), new_study()))
+    prediction = make_prediction(0.37)
+    unsigned = result_uids(header.StudyInstanceUID, header.SOPInstanceUID, prediction.model)
+    uids = result_uids(header.StudyInstanceUID, header.SOPInstanceUID, prediction.model, SIGN_OFF)
+    build_sr(prediction, header, uids, sign_off=SIGN_OFF, predecessor_uid=unsigned.sr).save_as(
+        tmp_path / "signed.dcm", enforce_file_format=True)
+    build_sr(prediction, header, unsigned).save_as(tmp_path / "unsigned.dcm", enforce_file_format=True)
+
+    ds = pydicom.dcmread(tmp_path / "signed.dcm")
+    assert ds.VerificationFlag == "VERIFIED" and ds.PreliminaryFlag == "FINAL" and ds.CompletionFlag == "COMPLETE"
+    observer = ds.VerifyingObserverSequence[0]
+    assert str(observer.VerifyingObserverName) == "dr.ada@hospital.example^"
+    assert observer.VerificationDateTime == "20250102030405+0000"  # the sign-off's time, not the build's
+    assert observer.VerifyingOrganization == VERIFYING_ORGANIZATION
+    items = _sign_off_items(ds)
+    assert items[AGREES.value].ConceptCodeSequence[0].CodeValue == codes.SCT.No.value
+    assert items[ASSESSMENT.value].ConceptCodeSequence[0].CodeValue == BIRADS_CODES["4B"].value == "MA-BIRADS-4B"
+    assert items[codes.DCM.Comment.value].TextValue == "Irregular margin on the radial view"
+    predecessor = ds.PredecessorDocumentsSequence[0]
+    assert predecessor.StudyInstanceUID == header.StudyInstanceUID
+    assert predecessor.ReferencedSeriesSequence[0].SeriesInstanceUID == unsigned.sr_series == uids.sr_series
+    assert predecessor.ReferencedSeriesSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID == unsigned.sr
+
+    sr = hd.sr.srread(tmp_path / "signed.dcm")  # highdicom: still a TID 1500 report holding the model's numbers
+    group = sr.content.get_image_measurement_groups()[0]
+    assert {m.name.value: m.value for m in group.get_measurements()}[
+        codes.DCM.ProbabilityOfCancer.value] == pytest.approx(0.37)
+    assert group.source_images[0].referenced_sop_instance_uid == header.SOPInstanceUID
+    found = hd.sr.utils.find_content_items(sr.content[0], name=QUALITATIVE_EVALUATIONS, recursive=False)
+    assert len(found) == 1 and len(found[0].ContentSequence) == 3
+
+    plain = pydicom.dcmread(tmp_path / "unsigned.dcm")  # without a sign-off nothing of one is there
+    assert plain.VerificationFlag == "UNVERIFIED" and plain.PreliminaryFlag == "PRELIMINARY"
+    assert "VerifyingObserverSequence" not in plain and "PredecessorDocumentsSequence" not in plain
+    assert _sign_off_items(plain) == {}
+
+
+def test_signed_result_uids_follow_the_sign_off() -> None:
+    """A signed result has its own UIDs: the same sign-off gives the same ones (re-sending finds them stored), a
+    different sign-off or lesion location different ones (the PDF prints the location; the SR does not)."""
+    model = {"name": "m", "version": "1", "sha256": "a" * 64}
+    unsigned = result_uids("1.2.3", "1.2.3.4", model)
+    signed = result_uids("1.2.3", "1.2.3.4", model, SIGN_OFF)
+    assert signed == result_uids("1.2.3", "1.2.3.4", dict(model), SignOff(**SIGN_OFF.to_dict()))
+    assert (signed.sr_series, signed.pdf_series) == (unsigned.sr_series, unsigned.pdf_series)
+    assert not set(signed.objects) & set(unsigned.objects)
+    agreeing = SignOff(**{**SIGN_OFF.to_dict(), "agrees": True})
+    assert result_uids("1.2.3", "1.2.3.4", model, agreeing).sr != signed.sr
+    left = result_uids("1.2.3", "1.2.3.4", model, SIGN_OFF, CaseDetails(laterality="left"))
+    assert left.sr == signed.sr and left.pdf != signed.pdf
+    assert result_uids("1.2.3", "1.2.3.4", model, SIGN_OFF, CaseDetails(label="typed")).pdf == signed.pdf
+
+
+@pytest.mark.parametrize(("user", "expected"), [
+    ("dr.ada@hospital.example", "dr.ada@hospital.example^"),
+    ("sub-1 (https://idp.example)", "sub-1 (https://idp.example)^"),
+    ("evil^name=x\\y", "evil name x y^"),
+    ("x" * 100, "x" * 63 + "^"),
+    ("", "unknown^"),
+])
+def test_signer_is_a_valid_person_name(user: str, expected: str) -> None:
+    assert person_name(user) == expected
+    assert len(expected) <= 64  # PN: 64 characters per component group (PS3.5 6.2)
 
 
 def test_result_uids_depend_on_source_model_and_profile_only() -> None:

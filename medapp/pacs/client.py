@@ -104,12 +104,15 @@ class PacsConfig:
 
 @dataclass(frozen=True)
 class StudySummary:
-    """One study as a search returns it: no patient field (the CLI prints these)."""
+    """One study as a search returns it. ``patient_name`` (DICOM PN, e.g. ``Family^Given``) is filled only when a
+    search asks for it: the app's PACS page, where the clinician picks a study by it; the CLI never asks, and it is
+    never logged (nor in this object's repr)."""
 
     study_uid: str
     study_date: str
     modalities: tuple[str, ...]
     n_instances: int | None
+    patient_name: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -224,19 +227,23 @@ class PacsClient:
     # -- QIDO-RS ----------------------------------------------------------------------------------------------
 
     def search_studies(self, *, since: dt.date | None = None, study_uid: str | None = None,
-                       limit: int | None = None) -> list[StudySummary]:
-        """Studies (all, those on or after ``since``, or the one ``study_uid``), newest first."""
+                       limit: int | None = None, patient_name: bool = False) -> list[StudySummary]:
+        """Studies (all, those on or after ``since``, or the one ``study_uid``), newest first; ``patient_name``
+        asks for the patient's name too (for the app's PACS page only)."""
         filters: dict[str, Any] = {}
         if since is not None:
             filters["StudyDate"] = f"{since:%Y%m%d}-"
         if study_uid is not None:
             filters["StudyInstanceUID"] = study_uid
+        fields = ["ModalitiesInStudy", "NumberOfStudyRelatedInstances", "StudyDate",
+                  *(["PatientName"] if patient_name else [])]
         found = self._call("a study search", lambda: self._web.search_for_studies(
-            fields=["ModalitiesInStudy", "NumberOfStudyRelatedInstances", "StudyDate"], search_filters=filters,
-            limit=limit, get_remaining=limit is None), safe=True)
+            fields=fields, search_filters=filters, limit=limit, get_remaining=limit is None), safe=True)
         studies = [StudySummary(str(_value(s, "StudyInstanceUID")), str(_value(s, "StudyDate")),
                                 tuple(str(m) for m in _values(s, "ModalitiesInStudy")),
-                                _int_or_none(_value(s, "NumberOfStudyRelatedInstances", None))) for s in found]
+                                _int_or_none(_value(s, "NumberOfStudyRelatedInstances", None)),
+                                _person_name(_value(s, "PatientName", None)) if patient_name else "")
+                   for s in found]
         return sorted(studies, key=lambda s: s.study_date, reverse=True)
 
     def search_series(self, study_uid: str) -> list[dict[str, Any]]:
@@ -259,6 +266,21 @@ class PacsClient:
         return {ref.sop_uid for ref in self.search_instances(study_uid, series_uid)}
 
     # -- WADO-RS ----------------------------------------------------------------------------------------------
+
+    def signed_sources(self, study_uid: str, series_uid: str) -> set[str]:
+        """The SOP Instance UIDs that the VERIFIED SRs of one series name as evidence (from the series' metadata,
+        WADO-RS, PS3.18 10.4.1.1.2): the images whose result a radiologist has signed."""
+        found = self._call("a series metadata retrieval", lambda: self._web.retrieve_series_metadata(
+            study_uid, series_uid), safe=True)
+        sources: set[str] = set()
+        for item in found:
+            if _value(item, "VerificationFlag") != "VERIFIED":
+                continue
+            for evidence in _values(item, "CurrentRequestedProcedureEvidenceSequence"):
+                for series in _values(evidence, "ReferencedSeriesSequence"):
+                    sources.update(str(_value(ref, "ReferencedSOPInstanceUID"))
+                                   for ref in _values(series, "ReferencedSOPSequence"))
+        return sources
 
     def fetch_instance(self, ref: InstanceRef) -> bytes:
         """One instance as Part 10 bytes, in memory, in the transfer syntax the PACS stored it in."""
@@ -300,6 +322,13 @@ def _as_part10(ds: Dataset) -> Dataset:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return pydicom.dcmread(io.BytesIO(buf.getvalue()))
+
+
+def _person_name(value: Any) -> str:
+    """A PN value of DICOM JSON (PS3.18 F.2.2: ``{"Alphabetic": "Family^Given"}``) as its alphabetic string."""
+    if isinstance(value, dict):
+        return str(value.get("Alphabetic") or "")
+    return str(value or "")
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -165,7 +165,8 @@ def result_uids(study_uid: str, source_sop_uid: str, model: dict[str, str], sign
     if sign_off is None:
         return ResultUids(*series, _uid("sr", source_sop_uid, *key), _uid("pdf", source_sop_uid, *key))
     signed = _digest(sign_off.to_dict())
-    location = _digest([case.laterality, case.clock, case.distance_cm] if case is not None else None)
+    case = case or CaseDetails()
+    location = _digest([case.laterality, case.clock, case.distance_cm])
     return ResultUids(*series, _uid("signed sr", source_sop_uid, *key, signed),
                       _uid("signed pdf", source_sop_uid, *key, signed, location))
 

@@ -6,6 +6,7 @@ For each instance of a study (:class:`StudyAnalyzer`):
 - medapp's own results, and objects that are not ultrasound (another modality: SR, PDF, CT, ...), are not fetched;
 - an instance whose results by this model and site profile are already in the PACS is not fetched again: result
   UIDs are derived from the source (:func:`medapp.pacs.results.result_uids`), so "already stored" is a lookup;
+  nor one whose signed result (a VERIFIED SR naming it as evidence) is there: no unsigned copy is added after it;
 - the rest are fetched into memory and go through intake (:func:`medapp.intake.imaging.load_image`) and the
   :class:`~medapp.serving.predict.Predictor`, exactly as an upload in the app; intake's refusal or the scope gate's
   reasons are reported and nothing is stored for them;
@@ -116,20 +117,24 @@ class StudyAnalyzer:
         """Every instance of ``study_uid``, in the PACS's order; ``on_outcome`` hears each as it is decided."""
         model = self.predictor.model_info
         refs = self.client.search_instances(study_uid)
-        ours = set(result_series(study_uid, model))
-        existing = {r.sop_uid for r in refs if r.series_uid in ours}
+        sr_series, pdf_series = result_series(study_uid, model)
+        existing = {r.sop_uid for r in refs if r.series_uid in (sr_series, pdf_series)}
+        unsigned = {result_uids(study_uid, r.sop_uid, model).sr for r in refs}
+        signed: set[str] = set()  # images whose signed result (the app's "Send to PACS") is stored: done
+        if self.store and any(r.series_uid == sr_series and r.sop_uid not in unsigned for r in refs):
+            signed = self.client.signed_sources(study_uid, sr_series)
         outcomes = []
         for ref in refs:
-            if ref.series_uid in ours:
+            if ref.series_uid in (sr_series, pdf_series):
                 continue
-            outcome = self._one(ref, model, existing)
+            outcome = self._one(ref, model, existing, signed)
             existing.update(outcome.stored)
             outcomes.append(outcome)
             if on_outcome is not None:
                 on_outcome(outcome)
         return outcomes
 
-    def _one(self, ref: InstanceRef, model: dict[str, str], existing: set[str]) -> InstanceOutcome:
+    def _one(self, ref: InstanceRef, model: dict[str, str], existing: set[str], signed: set[str]) -> InstanceOutcome:
         outcome = InstanceOutcome(ref.study_uid, ref.sop_uid, Status.SKIPPED)
         if ref.modality and ref.modality not in ANALYSED_MODALITIES:
             outcome.message = f"modality {ref.modality}: medapp judges breast ultrasound (US) only; not fetched"
@@ -137,6 +142,10 @@ class StudyAnalyzer:
         uids = result_uids(ref.study_uid, ref.sop_uid, model)
         if self.store and set(uids.objects) <= existing:
             outcome.status, outcome.message = Status.ALREADY_STORED, "results by this model and profile are stored"
+            return outcome
+        if self.store and ref.sop_uid in signed:
+            outcome.status = Status.ALREADY_STORED
+            outcome.message = "a radiologist's signed result by this model and profile is stored"
             return outcome
         data = self.client.fetch_instance(ref)
         sha = sha256_bytes(data)
