@@ -164,6 +164,10 @@ async def upload_worklist(page, paths: list[Path]) -> dict:
     await page.locator("[data-testid=stFileUploaderDropzoneInput]").set_input_files([str(p) for p in paths])
     first = await (await page.wait_for_function(PROGRESS_JS, polling="raf")).json_value()
     t_progress = time.perf_counter() - t0 if first != -1 else None  # -1: the list came before any progress showed
+    # the live table of finished results (pages/worklist_view.py) appears with the first result; its accessible copy,
+    # which WORKLIST_JS reads, is filled later by the grid, so the table's own element marks the time
+    await page.wait_for_function("() => !!document.querySelector('[data-testid=stDataFrame]')", polling="raf")
+    t_first = time.perf_counter() - t0
     listed = await page.wait_for_function(
         f"n => {{ const w = ({WORKLIST_JS})(); return w && w.listed === n ? w : false; }}", arg=len(paths),
         polling="raf")
@@ -173,7 +177,7 @@ async def upload_worklist(page, paths: list[Path]) -> dict:
             return document.body.innerText.includes("Outside the model's intended use") ? 'scope' : false; }}""")
     t_open = time.perf_counter() - t0
     errors = await page.get_by_test_id("stException").count() + await page.get_by_test_id("stAlertContentError").count()
-    return {"progress": t_progress, "first_index": first, "all": t_list, "open": t_open, "with_p": shown["withP"],
+    return {"progress": t_progress, "first_index": first, "first": t_first, "all": t_list, "open": t_open, "with_p": shown["withP"],
             "visible": shown["visible"], "files": shown["files"], "open_kind": await overlay.json_value(),
             "errors": errors}
 
@@ -228,8 +232,7 @@ async def worklist_scenario(browser, url: str, images: list[Path], args: argpars
     print(row(f"first progress line (1 of {n} analysed)", p50("progress")))
     print(row(f"all {n} rows listed with P(malignant)", p50("all"), per_image=True))
     print(row("open case's heatmap on screen", p50("open")))
-    print(f"  first P(malignant) on screen: {p50('all'):.2f} s, with the whole list (the page shows per-file progress, "
-          "not each result as it finishes)")
+    print(row("first P(malignant) on screen (live table)", p50("first")))
     print(f"  of which the model (from the audit log, {n} analyses without heatmap + the open case's): p50 "
           f"{statistics.median(model_s):.2f} s")
     return failures
