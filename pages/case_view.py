@@ -12,8 +12,8 @@ from medapp.formatting import format_probability
 from medapp.markup import plain
 from medapp.model.explain import CAM_DESCRIPTIONS, cam_label, colorbar_image, list_cam_methods
 from medapp.reporting.report import HEATMAP_CAPTION, HEATMAP_CAVEAT
-from medapp.serving.analysis import Analysis, viewer_images
-from medapp.serving.likelihood import BIOPSY_RANGE, FLAGGED, TONE_BADGES
+from medapp.serving.analysis import Analysis, is_windowed, viewer_images
+from medapp.serving.likelihood import TONE_BADGES, TONE_COLOURS
 from medapp.serving.predict import Predictor
 from medapp.serving.quality import refusal_advice
 from medapp.serving.reading import image_facts
@@ -39,8 +39,8 @@ def _result(analysis: Analysis) -> None:
         return
     st.metric("Probability of malignancy (calibrated)", format_probability(prediction.p_malignant),
               help=f"Uncertainty ±{format_probability(prediction.uncertainty)} over {prediction.tta_views} views")
-    colour = {FLAGGED: "red", BIOPSY_RANGE: "orange"}.get(prediction.decision_tone, "green")
-    st.markdown(f":{colour}-badge[{TONE_BADGES[prediction.decision_tone]}] **{prediction.category.label}**")
+    tone = prediction.decision_tone
+    st.markdown(f":{TONE_COLOURS[tone]}-badge[{TONE_BADGES[tone]}] **{prediction.category.label}**")
     st.markdown(prediction.decision_text)
     if prediction.low_confidence:
         st.warning(f"Low confidence: the estimate moves by ±{format_probability(prediction.uncertainty)} across "
@@ -72,7 +72,7 @@ def show_case(analysis: Analysis, predictor: Predictor, reading: ReadingState, *
     with result:
         _result(analysis)
         case, sign = record(analysis, reading)
-        downloads(analysis, predictor, shown if window is not None else None, overlay, case, sign)
+        downloads(analysis, predictor, shown if is_windowed(window) else None, overlay, case, sign)
     with st.expander("Image details"):
         st.table(image_facts(analysis.image))
         for note in analysis.image.notes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from medapp.markup import plain
-from medapp.serving.analysis import Upload, Workspace
+from medapp.serving.analysis import FULL_WINDOW, VIEWER_OPACITY, Upload, Workspace
 from medapp.serving.worklist import ReadingState
 from medapp.settings import MB, get_settings
 from pages.case_view import heatmap_method, show_case
@@ -44,18 +44,18 @@ with listing:
     chosen = worklist(rows, reading)
     lesion_groups(analyses, reading)
     first = analyses[chosen["index"]]
-    opacity = 0.4  # no heatmap for an image outside intended use: no heatmap control either
+    opacity = VIEWER_OPACITY  # no heatmap for an image outside intended use: no heatmap control either
     if chosen["p_malignant"] is not None:
-        opacity = viewer.slider("Heatmap opacity", 0.0, 1.0, 0.4, 0.05)
+        opacity = viewer.slider("Heatmap opacity", 0.0, 1.0, VIEWER_OPACITY, 0.05)
     frame = None
     if first.image.frame_count > 1:
         frame = viewer.number_input(f"Frame (of {first.image.frame_count})", 1, first.image.frame_count,
                                     key=f"frame_{first.file_sha256}") - 1
     window = None
     if first.image.source_kind == "dicom":
-        level = viewer.slider("Window level", 0.0, 1.0, 0.5, 0.01, key=f"level_{first.file_sha256}")
-        width = viewer.slider("Window width", 0.05, 1.0, 1.0, 0.01, key=f"width_{first.file_sha256}")
-        window = None if (level, width) == (0.5, 1.0) else (level, width)
+        level = viewer.slider("Window level", 0.0, 1.0, FULL_WINDOW[0], 0.01, key=f"level_{first.file_sha256}")
+        width = viewer.slider("Window width", 0.05, 1.0, FULL_WINDOW[1], 0.01, key=f"width_{first.file_sha256}")
+        window = (level, width)
 
 if st.session_state.get("shown_case") != chosen["sha"]:  # another case: clear the old one before computing
     case_slot.info(f"Opening {plain(first.name)}…", icon=":material/hourglass_top:")

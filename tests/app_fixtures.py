@@ -225,3 +225,11 @@ class AppServer:
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+
+@pytest.fixture
+def app_server(app_model_dir: Path, tmp_path: Path):
+    """The app on the shipped (or tiny) model, its audit log in the test's folder (``tmp_path / "audit.jsonl"``)."""
+    env = {"MEDAPP_MODEL_DIR": str(app_model_dir), "MEDAPP_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    with AppServer(env, log_path=tmp_path / "streamlit.log") as srv:
+        yield srv

@@ -22,6 +22,7 @@ from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     PROJECT_ROOT,
     AppServer,
     app_model_dir,
+    app_server,
     busi_test_image,
     shipped_model_dirs,
 )
@@ -34,10 +35,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"Chromium not fo
 
 
 @pytest.fixture
-def server(app_model_dir, tmp_path):  # noqa: F811
-    env = {"MEDAPP_MODEL_DIR": str(app_model_dir), "MEDAPP_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
-    with AppServer(env, log_path=tmp_path / "streamlit.log") as srv:
-        yield srv
+def server(app_server):  # noqa: F811
+    return app_server
 
 
 def _open(pw, server, width: int = 1280, height: int = 720):

@@ -23,7 +23,7 @@ from pydicom.valuerep import PersonName
 
 from ..errors import UnsupportedImageError
 from ..intake.privacy import AuditLog
-from ..serving.analysis import Analysis, Upload
+from ..serving.analysis import MAX_CACHED_ANALYSES, Analysis, Upload
 from ..serving.predict import Predictor
 from ..serving.reading import CaseDetails, SignOff
 from ..settings import Settings
@@ -32,7 +32,7 @@ from .workflow import ANALYSED_MODALITIES, InstanceOutcome, Status, StudyAnalyze
 
 RECENT_DAYS = 30  # the PACS page's default search window
 MAX_STUDIES = 100  # rows the page lists, newest first
-MAX_IMAGES = 32  # images opened from one study (the Diagnose page keeps 32 analyses per session)
+MAX_IMAGES = MAX_CACHED_ANALYSES  # images opened from one study: as many as the Diagnose page keeps analysed
 
 NOT_CONFIGURED = (
     "No PACS is configured for this app. Your IT sets `MEDAPP_PACS_URL` (the PACS's DICOMweb address, https), "

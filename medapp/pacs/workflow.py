@@ -48,7 +48,7 @@ from ..intake.privacy import AuditLog, sha256_bytes
 from ..model.explain import overlay_heatmap
 from ..reporting.export_region import export_region
 from ..reporting.report import build_report_pdf
-from ..serving.analysis import audit_outputs
+from ..serving.analysis import VIEWER_OPACITY, audit_outputs
 from ..serving.predict import Prediction, Predictor
 from ..serving.reading import CaseDetails, SignOff
 from .client import InstanceRef, PacsClient
@@ -57,7 +57,6 @@ from .results import ResultUids, build_encapsulated_pdf, build_sr, result_series
 log = logging.getLogger(__name__)
 
 ANALYSED_MODALITIES = frozenset({"US"})
-OVERLAY_OPACITY = 0.4  # the app's default heatmap opacity in the report's second picture
 STATE_VERSION = 1
 
 
@@ -224,7 +223,7 @@ class StudyAnalyzer:
             except ExportNotConfirmedError as e:
                 outcome.notes.append(f"no PDF stored: {e} (--without-region)")
             else:
-                overlay = (overlay_heatmap(image.display, prediction.heatmap, opacity=OVERLAY_OPACITY)
+                overlay = (overlay_heatmap(image.display, prediction.heatmap, opacity=VIEWER_OPACITY)
                            if prediction.heatmap is not None else None)
                 pdf = build_report_pdf(image, prediction, self.predictor.card, file_sha256=sha, export=export,
                                        overlay=overlay, case=case, sign_off=sign_off)

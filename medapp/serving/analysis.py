@@ -14,6 +14,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 # Analyses kept per session (each holds the image and heatmap, ~3 MB for a 500x500 scan).
 MAX_CACHED_ANALYSES = 32
+# The viewer's heatmap opacity until the clinician moves it (the page, and the PACS report's second picture).
+VIEWER_OPACITY = 0.4
+# Window level and width (fractions of the display range) that leave the image as intake displays it.
+FULL_WINDOW = (0.5, 1.0)
 
 
 def open_audit_log(user: str | None = None) -> AuditLog:
@@ -46,8 +51,9 @@ class Upload:
     name: str
     data: bytes
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Hashed once per upload object (a page run asks several times; a DICOM can be 128 MB)."""
         return sha256_bytes(self.data)
 
 
@@ -230,12 +236,17 @@ def apply_window(display: np.ndarray, level: float, width: float) -> np.ndarray:
     return (out * 255.0 + 0.5).astype(np.uint8)
 
 
-def viewer_images(analysis: Analysis, *, opacity: float = 0.4, window: tuple[float, float] | None = None,
+def is_windowed(window: tuple[float, float] | None) -> bool:
+    """True when ``window`` changes what the image looks like (the report then says it shows the screen's window)."""
+    return window is not None and tuple(window) != FULL_WINDOW
+
+
+def viewer_images(analysis: Analysis, *, opacity: float = VIEWER_OPACITY, window: tuple[float, float] | None = None,
                   colormap: str = "jet") -> tuple[np.ndarray, np.ndarray | None]:
     """(original, overlay) as (H, W, 3) uint8 for display; overlay is None when out of scope or no heatmap."""
     if analysis.image is None:
         raise ValueError("the file was refused by intake; there is no image to show")
-    base = analysis.image.display if window is None else apply_window(analysis.image.display, *window)
+    base = apply_window(analysis.image.display, *window) if is_windowed(window) else analysis.image.display
     if not analysis.has_heatmap:
         return base, None
     return base, overlay_heatmap(base, analysis.prediction.heatmap, opacity=opacity, colormap=colormap)

@@ -89,6 +89,7 @@ FLAGGED, BIOPSY_RANGE, NOT_FLAGGED = "flagged", "biopsy_range", "not_flagged"
 BIOPSY_CODES = frozenset({"4A", "4B", "4C", "5"})
 TONE_BADGES = {FLAGGED: "Flagged: above threshold", BIOPSY_RANGE: "Biopsy range: not reassuring",
                NOT_FLAGGED: "Not flagged"}
+TONE_COLOURS = {FLAGGED: "red", BIOPSY_RANGE: "orange", NOT_FLAGGED: "green"}  # the badge's colour on the page
 
 
 def decision_tone(p_malignant: float, threshold: float, category: LikelihoodCategory) -> str:
