@@ -98,12 +98,25 @@ def main() -> int:
           f"{args.repeats} runs, {pred.tta_views} TTA views, CAM {pred.cam_method} (ms)")
     labels = {"forward": "forward (1 view)", "scope": "scope gate",
               "cam_and_tta": f"{pred.cam_method} + TTA ({pred.tta_views} views)",
-              "cam_redo": "CAM again (views moved the class)", "restore": "heatmap to original size"}
+              "cam_redo": "CAM again (views moved the class)", "restore": "heatmap to original size",
+              "outline": "lesion outline (decoder)", "measure": "lesions measured (geometry, mm)"}
     for name, values in stages.items():
         print(f"  {labels.get(name, name):28s} {pct(values)}")
     print(f"  {'bare model forward (1 view)':28s} {pct(bare)}")
     p50 = float(np.percentile(stages["end_to_end"], 50))
     print(f"end-to-end p50 {p50:.1f} ms (target <= {TARGET_P50_MS:.0f} ms): {'PASS' if p50 <= TARGET_P50_MS else 'FAIL'}")
+    if predictor.outline_decoder is not None:  # baseline: the same model without its outline
+        decoder, predictor.outline_decoder = predictor.outline_decoder, None
+        plain = []
+        for i in range(args.warmup + args.repeats):
+            t0 = time.perf_counter()
+            pred = predictor.predict(load_image(data), cam_method=args.cam)
+            overlay_heatmap(image.display, pred.heatmap)
+            if i >= args.warmup:
+                plain.append((time.perf_counter() - t0) * 1000)
+        predictor.outline_decoder = decoder
+        base = float(np.percentile(plain, 50))
+        print(f"  {'without the lesion outline':28s} {pct(plain)}   (with it: x{p50 / base:.2f})")
 
     if args.folder:
         files = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))

@@ -1,4 +1,5 @@
-"""Diagnose page, one open case: image and heatmap, the estimate in one consistent story, the clinician's record.
+"""Diagnose page, one open case: image (with the model's lesion outline) and heatmap, the lesion's measurements, the
+estimate in one consistent story, the clinician's record.
 
 Not a page itself (pages/diagnose.py calls :func:`show_case` inside a placeholder that is emptied before another
 case is computed, so an old result never stands beside a new image).
@@ -12,7 +13,7 @@ from medapp.formatting import format_probability
 from medapp.markup import plain
 from medapp.model.explain import CAM_DESCRIPTIONS, cam_label, colorbar_image, list_cam_methods
 from medapp.reporting.report import HEATMAP_CAPTION, HEATMAP_CAVEAT
-from medapp.serving.analysis import Analysis, is_windowed, viewer_images
+from medapp.serving.analysis import Analysis, is_windowed, lesion_text, outlined, viewer_images
 from medapp.serving.likelihood import TONE_BADGES, TONE_COLOURS
 from medapp.serving.predict import Predictor
 from medapp.serving.quality import refusal_advice
@@ -51,9 +52,21 @@ def _result(analysis: Analysis) -> None:
         st.progress(value, text=f"{name}: {format_probability(value)}")
 
 
+def _lesion(analysis: Analysis, drawn: bool) -> None:
+    """The outlined lesion's measurements and descriptors (and the drawing's legend when drawn), or why none."""
+    text = lesion_text(analysis)
+    if isinstance(text, str):
+        st.caption(f"Lesion outline: {plain(text)}")
+    elif text is not None:
+        st.markdown("**Lesion, from the model's outline**\n\n"
+                    + "\n".join(f"- {plain(label)}: {plain(value)}" for label, value in text.rows))
+        st.caption(f"{plain(text.source)} {plain(text.scale)}" + (f"  \n{plain(text.legend)}" if drawn else ""))
+
+
 def show_case(analysis: Analysis, predictor: Predictor, reading: ReadingState, *, opacity: float,
-              window: tuple[float, float] | None) -> None:
+              window: tuple[float, float] | None, outline: bool = True) -> None:
     shown, overlay = viewer_images(analysis, opacity=opacity, window=window)
+    picture = outlined(analysis, shown) if outline else shown
     st.subheader(plain(analysis.name))
     pictures, result = st.columns([3, 2], gap="large")
     with pictures:
@@ -63,12 +76,13 @@ def show_case(analysis: Analysis, predictor: Predictor, reading: ReadingState, *
                                           label_visibility="collapsed") or "Both"
         left, right = st.columns(2) if layout == "Both" else (st.container(), st.container())
         if layout in ("Both", "Image"):
-            left.image(shown, caption="Image", width="stretch")
+            left.image(picture, caption="Image", width="stretch")
         if overlay is not None and layout in ("Both", "Heatmap"):
             right.image(overlay, caption=f"{HEATMAP_CAPTION} ({cam_label(analysis.prediction.cam_method)})",
                         width="stretch")
             right.image(colorbar_image(256, 12, vertical=False), caption="low ← contribution → high", width="stretch")
             right.caption(HEATMAP_CAVEAT)
+        _lesion(analysis, drawn=picture is not shown)
     with result:
         _result(analysis)
         case, sign = record(analysis, reading)

@@ -44,9 +44,11 @@ with listing:
     chosen = worklist(rows, reading)
     lesion_groups(analyses, reading)
     first = analyses[chosen["index"]]
-    opacity = VIEWER_OPACITY  # no heatmap for an image outside intended use: no heatmap control either
+    opacity, outline = VIEWER_OPACITY, True  # no heatmap or outline outside intended use: no controls either
     if chosen["p_malignant"] is not None:
         opacity = viewer.slider("Heatmap opacity", 0.0, 1.0, VIEWER_OPACITY, 0.05)
+        outline = viewer.toggle("Lesion outline", value=True, key="lesion_outline",
+                                help="The model's outline of the lesion and its two diameters, drawn on the image")
     frame = None
     if first.image.frame_count > 1:
         frame = viewer.number_input(f"Frame (of {first.image.frame_count})", 1, first.image.frame_count,
@@ -66,4 +68,4 @@ with case_slot.container(), st.spinner("Computing the heatmap…"):
     if analysis.error:
         st.error(f"**{plain(analysis.name)}** was not analysed: {plain(analysis.error)}")
     else:
-        show_case(analysis, predictor, reading, opacity=opacity, window=window)
+        show_case(analysis, predictor, reading, opacity=opacity, window=window, outline=outline)

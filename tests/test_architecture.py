@@ -16,6 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medapp"
 LAYERS = (
     {"medapp", "medapp.errors", "medapp.choices", "medapp.settings", "medapp.formatting", "medapp.markup"},
     {"medapp.intake"},
+    {"medapp.lesion"},
     {"medapp.model"},
     {"medapp.data"},
     {"medapp.serving"},

@@ -12,6 +12,7 @@ import datetime as dt
 import http.server
 import io
 import json
+import os
 import shutil
 import socket
 import stat
@@ -66,6 +67,7 @@ from medapp.pacs.results import (
     person_name,
     result_series,
     result_uids,
+    seg_series,
     source_header,
 )
 from medapp.pacs.workflow import Status, StudyAnalyzer, watch
@@ -79,9 +81,22 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*plain HTTP.*")  # a local Orth
 
 
 @pytest.fixture(scope="module")
-def predictor(shipped_model_dir: Path) -> Predictor:
-    """The shipped model: what the app and the CLI use, giving realistic scope and probability results."""
-    return Predictor.from_dir(shipped_model_dir)
+def model_dir(shipped_model_dir: Path) -> Path:
+    """The model the app and the CLI use: ``$MEDAPP_MODEL_DIR`` when set, else the shipped one."""
+    chosen = os.environ.get("MEDAPP_MODEL_DIR")
+    return Path(chosen) if chosen else shipped_model_dir
+
+
+@pytest.fixture(scope="module")
+def predictor(model_dir: Path) -> Predictor:
+    """What the app and the CLI use, giving realistic scope, probability and lesion-outline results."""
+    return Predictor.from_dir(model_dir)
+
+
+def _n_results(predictor: Predictor, source: pydicom.Dataset) -> int:
+    """How many objects ``pacs analyze --store`` writes for ``source``: the SR and PDF, and a SEG when the model
+    outlines a lesion on it."""
+    return 2 + (predictor.predict(load_image(part10(source)), explain=False).lesion is not None)
 
 
 def _web(server: OrthancServer) -> DICOMwebClient:
@@ -162,7 +177,7 @@ def test_orthanc_refuses_other_machines_even_with_the_credentials(orthanc: Ortha
 # -- the acceptance round trip ----------------------------------------------------------------------------------
 
 
-def test_analyze_store_round_trip(orthanc: OrthancServer, predictor: Predictor, shipped_model_dir: Path,  # noqa: F811
+def test_analyze_store_round_trip(orthanc: OrthancServer, predictor: Predictor, model_dir: Path,  # noqa: F811
                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     """BUSI image + the shared ultrasound DICOMs + a non-ultrasound object in one study; ``pacs analyze --store``;
@@ -180,11 +195,12 @@ def test_analyze_store_round_trip(orthanc: OrthancServer, predictor: Predictor, 
     monkeypatch.setenv("MEDAPP_DEID_SECRET_FILE", str(tmp_path / "secret"))
     set_pacs_env(monkeypatch, orthanc)  # and reloads the settings
 
-    argv = ["pacs", "analyze", "--study", study_uid, "--store", "--json", "--model", str(shipped_model_dir)]
+    argv = ["pacs", "analyze", "--study", study_uid, "--store", "--json", "--model", str(model_dir)]
     assert main(argv) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     by_uid = {line["sop_instance_uid"]: line for line in lines}
-    assert by_uid[busi.SOPInstanceUID]["status"] == "stored" and len(by_uid[busi.SOPInstanceUID]["stored"]) == 2
+    n_results = _n_results(predictor, busi)  # with the SEG when the model outlines the lesion (test_pacs_seg.py)
+    assert by_uid[busi.SOPInstanceUID]["status"] == "stored" and len(by_uid[busi.SOPInstanceUID]["stored"]) == n_results
     for ds in others[:2]:  # the shared scans: a palette-colour obstetric frame and a colour-flow frame
         assert by_uid[ds.SOPInstanceUID]["status"] == "outside intended use"
         assert by_uid[ds.SOPInstanceUID]["stored"] == [] and by_uid[ds.SOPInstanceUID]["message"]
@@ -209,7 +225,9 @@ def test_analyze_store_round_trip(orthanc: OrthancServer, predictor: Predictor, 
     assert evaluations[IN_SCOPE.value] == codes.SCT.Yes
     assert group.source_images[0].referenced_sop_instance_uid == busi.SOPInstanceUID
     assert [i.ReferencedSOPInstanceUID for s in sr_ds.CurrentRequestedProcedureEvidenceSequence
-            for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence] == [busi.SOPInstanceUID]
+            for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence] == [
+        busi.SOPInstanceUID, *([result_uids(study_uid, busi.SOPInstanceUID, predictor.model_info).seg]
+                               if expected.lesion is not None else [])]
     # pydicom alone, walking the tree: the same number in the NUM item's Floating Point Value
     nums = {item.ConceptNameCodeSequence[0].CodeValue: item.MeasuredValueSequence[0].FloatingPointValue
             for container in sr_ds.ContentSequence if "ContentSequence" in container
@@ -251,7 +269,7 @@ def test_analyze_store_round_trip(orthanc: OrthancServer, predictor: Predictor, 
     assert main(argv) == 0
     again = {line["sop_instance_uid"]: line for line in map(json.loads, capsys.readouterr().out.splitlines())}
     assert again[busi.SOPInstanceUID]["status"] == "already stored" and again[busi.SOPInstanceUID]["stored"] == []
-    assert _count(orthanc, study_uid) == before == 4 + 2
+    assert _count(orthanc, study_uid) == before == 4 + n_results
 
 
 def test_signed_result_joins_the_unsigned_one_and_resending_stores_nothing(
@@ -265,7 +283,8 @@ def test_signed_result_joins_the_unsigned_one_and_resending_stores_nothing(
     study_uid = str(study.StudyInstanceUID)
     analyzer = _analyzer(orthanc, predictor, tmp_path)
     assert [o.status for o in analyzer.analyze(study_uid)] == [Status.STORED]
-    assert _count(orthanc, study_uid) == 3
+    n_results = _n_results(predictor, source)
+    assert _count(orthanc, study_uid) == 1 + n_results
 
     client = pacs_client(orthanc)
     ref = next(r for r in client.search_instances(study_uid) if r.sop_uid == source.SOPInstanceUID)
@@ -277,7 +296,7 @@ def test_signed_result_joins_the_unsigned_one_and_resending_stores_nothing(
     signed = result_uids(study_uid, source.SOPInstanceUID, prediction.model, SIGN_OFF, case)
     unsigned = result_uids(study_uid, source.SOPInstanceUID, prediction.model)
     assert outcome.status == Status.STORED and sorted(outcome.stored) == sorted(signed.objects)
-    assert _count(orthanc, study_uid) == 5  # two new objects; the unsigned ones are not sent again
+    assert _count(orthanc, study_uid) == 3 + n_results  # two new objects; the unsigned ones (and SEG) not again
 
     srs, pdfs = _results(orthanc, study_uid, predictor.model_info)
     by_uid = {str(ds.SOPInstanceUID): ds for ds in srs}
@@ -300,7 +319,7 @@ def test_signed_result_joins_the_unsigned_one_and_resending_stores_nothing(
     assert "Clinic7-A" not in text  # the typed case label names downloads only, never what goes to the PACS
 
     again = analyzer.store_signed(ref, data, image, prediction, SIGN_OFF, case)
-    assert again.status == Status.ALREADY_STORED and again.stored == [] and _count(orthanc, study_uid) == 5
+    assert again.status == Status.ALREADY_STORED and again.stored == [] and _count(orthanc, study_uid) == 3 + n_results
     entries = [e for e in AuditLog(tmp_path / "audit.jsonl").read() if "sign_off" in e["outputs"]]
     assert [e["outputs"]["store"] for e in entries] == ["requested", "nothing new"]
     assert sorted(entries[0]["outputs"]["stored_uid_hashes"]) == sorted(hash_uid(u, SALT) for u in signed.objects)
@@ -431,7 +450,7 @@ def test_result_uids_depend_on_source_model_and_profile_only() -> None:
     first = result_uids("1.2.3", "1.2.3.4", model)
     assert first == result_uids("1.2.3", "1.2.3.4", dict(model))
     assert all(pydicom.uid.UID(u).is_valid and u.startswith("2.25.") for u in vars(first).values())
-    assert len(set(vars(first).values())) == 4
+    assert len(set(vars(first).values())) == 6
     assert result_uids("1.2.3", "1.2.3.5", model).sr_series == first.sr_series  # one series per study
     assert result_uids("1.2.3", "1.2.3.5", model).sr != first.sr
     assert result_uids("1.2.3", "1.2.3.4", {**model, "site_profile": "ours"}).sr != first.sr
@@ -513,7 +532,11 @@ def test_pacs_stopped_mid_run_clear_error_and_no_duplicates_after_restart(predic
         srs, pdfs = _results(server, study_uid, predictor.model_info)
         assert sorted(s.SourceInstanceSequence[0].ReferencedSOPInstanceUID for s in pdfs) == sorted(
             [first.SOPInstanceUID, second.SOPInstanceUID])
-        assert len({s.SOPInstanceUID for s in srs}) == len(srs) == 2 and _count(server, study_uid) == 2 + 4
+        n_results = _n_results(predictor, first) + _n_results(predictor, second)
+        assert len({s.SOPInstanceUID for s in srs}) == len(srs) == 2 and _count(server, study_uid) == 2 + n_results
+        segs = [r.sop_uid for r in pacs_client(server).search_instances(study_uid)
+                if r.series_uid == seg_series(study_uid, predictor.model_info)]
+        assert len(set(segs)) == len(segs) == n_results - 4  # one SEG per outlined image, never two
     entries = AuditLog(tmp_path / "audit.jsonl").read()
     assert [e["outputs"]["store"] for e in entries if "store" in e["outputs"]] == ["requested", "requested"]
 
@@ -616,7 +639,8 @@ def test_upload_then_list_shows_studies_without_patient_fields(orthanc: OrthancS
 def test_watch_is_bounded_resumable_and_idempotent(orthanc: OrthancServer, predictor: Predictor,  # noqa: F811
                                                    tmp_path: Path) -> None:
     study = new_study("20990601")  # no other test's study is this late: the watch sees this one only
-    _upload(orthanc, busi_ultrasound(busi_test_image("malignant", 3), study, 1))
+    first = busi_ultrasound(busi_test_image("malignant", 3), study, 1)
+    _upload(orthanc, first)
     study_uid = str(study.StudyInstanceUID)
     state = tmp_path / "watch.json"
     since = dt.date(2099, 6, 1)
@@ -627,7 +651,8 @@ def test_watch_is_bounded_resumable_and_idempotent(orthanc: OrthancServer, predi
                      state_path=state, sleep=sleeps.append)
 
     assert [o.status for o in run()] == [Status.STORED]
-    assert sleeps == [5] and _count(orthanc, study_uid) == 3
+    n_first = _n_results(predictor, first)
+    assert sleeps == [5] and _count(orthanc, study_uid) == 1 + n_first
     assert study_uid not in state.read_text()  # hashed, as in the audit log
     assert run() == []  # resumed from the state file: nothing fetched, nothing stored
     state.unlink()
@@ -635,7 +660,8 @@ def test_watch_is_bounded_resumable_and_idempotent(orthanc: OrthancServer, predi
     added = busi_ultrasound(busi_test_image("benign", 3), study, 2)
     _upload(orthanc, added)
     outcomes = {o.sop_uid: o.status for o in run()}
-    assert outcomes[added.SOPInstanceUID] == Status.STORED and _count(orthanc, study_uid) == 6
+    n_results = n_first + _n_results(predictor, added)
+    assert outcomes[added.SOPInstanceUID] == Status.STORED and _count(orthanc, study_uid) == 2 + n_results
     assert len(_results(orthanc, study_uid, predictor.model_info)[0]) == 2
 
 

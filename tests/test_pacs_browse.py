@@ -123,19 +123,20 @@ def test_send_signed_with_the_pacs_down_keeps_everything_and_can_be_retried(
 
     outcome = send_signed(inbox, analysis, sign_off, None, predictor, audit, None, client=pacs_client(orthanc))
     uids = result_uids(study.StudyInstanceUID, source.SOPInstanceUID, analysis.prediction.model, sign_off)
-    assert outcome.status == Status.STORED and sorted(outcome.stored) == sorted(uids.objects)
+    sent = uids.with_outline(analysis.prediction.lesion is not None)  # the SEG too when the model outlined one
+    assert outcome.status == Status.STORED and sorted(outcome.stored) == sorted(sent)
     assert inbox.sent[analysis.file_sha256] is outcome
     assert describe_send(outcome).startswith("Sent to the PACS: the signed SR and the PDF report")
     unsigned = result_uids(study.StudyInstanceUID, source.SOPInstanceUID, analysis.prediction.model)
     held = {r.sop_uid for r in pacs_client(orthanc).search_instances(study.StudyInstanceUID)}
-    assert held == {source.SOPInstanceUID, *uids.objects} and not held & set(unsigned.objects)
+    assert held == {source.SOPInstanceUID, *sent} and not held & set(unsigned.objects)
     again = send_signed(inbox, analysis, sign_off, None, predictor, audit, None, client=pacs_client(orthanc))
     assert again.status == Status.ALREADY_STORED and describe_send(again).startswith("Already in the PACS")
     # ``pacs analyze --store`` afterwards: the image's signed result is there, so no unsigned copy is added
     cli = StudyAnalyzer(pacs_client(orthanc), predictor, audit=audit, store=True, salt=SALT)
     assert [(o.sop_uid, o.status) for o in cli.analyze(study.StudyInstanceUID)] == [
         (source.SOPInstanceUID, Status.ALREADY_STORED)]
-    assert len(pacs_client(orthanc).search_instances(study.StudyInstanceUID)) == 3
+    assert len(pacs_client(orthanc).search_instances(study.StudyInstanceUID)) == 1 + len(sent)
     with pytest.raises(ValueError, match="opened from the PACS"):
         send_signed(PacsInbox("1.2.3"), analysis, sign_off, None, predictor, audit, None, client=down)
 
@@ -194,18 +195,20 @@ def test_pacs_page_opens_a_study_then_send_survives_the_pacs_going_down(
 
     set_pacs_env(monkeypatch, orthanc)  # back: the same button sends it
     at.button(key=f"send_{sha}").click().run()
-    assert any(s.value.startswith("Sent to the PACS: the signed SR and the PDF report") for s in at.success)
-    assert len(pacs_client(orthanc).search_instances(study.StudyInstanceUID)) == 3
+    sent = [s.value for s in at.success if s.value.startswith("Sent to the PACS: the signed SR and the PDF report")]
+    assert len(sent) == 1
+    n_sent = 2 + ("with the lesion outline (DICOM SEG)" in sent[0])  # the SEG when the model outlined a lesion
+    assert len(pacs_client(orthanc).search_instances(study.StudyInstanceUID)) == 1 + n_sent
     at.button(key=f"send_{sha}").click().run()
     assert any(s.value.startswith("Already in the PACS") for s in at.success)
-    assert len(pacs_client(orthanc).search_instances(study.StudyInstanceUID)) == 3
+    assert len(pacs_client(orthanc).search_instances(study.StudyInstanceUID)) == 1 + n_sent
 
     log_text = app_env.read_text()
     assert "Testperson" not in log_text and str(study.StudyInstanceUID) not in log_text
     stores = [e for e in map(json.loads, log_text.splitlines()) if e["outputs"].get("store")]
     assert [e["outputs"]["store"] for e in stores] == ["requested", "nothing new"]
     assert stores[0]["user"] == LOCAL_USER and stores[0]["outputs"]["sign_off"]["birads"] == "4A"
-    assert len(stores[0]["outputs"]["stored_uid_hashes"]) == 2 and stores[0]["outputs"]["source"] == "pacs"
+    assert len(stores[0]["outputs"]["stored_uid_hashes"]) == n_sent and stores[0]["outputs"]["source"] == "pacs"
 
     at.switch_page("pages/pacs.py").run()  # back on the PACS page: the open study is named, and can be closed
     assert any(i.value.startswith("1 image(s) of a PACS study are open") for i in at.info)

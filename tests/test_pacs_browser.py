@@ -21,7 +21,7 @@ from pypdf import PdfReader
 
 from medapp.pacs.browse import StudyRow
 from medapp.pacs.orthanc_server import OrthancServer
-from medapp.pacs.results import ASSESSMENT, QUALITATIVE_EVALUATIONS, result_series
+from medapp.pacs.results import ASSESSMENT, QUALITATIVE_EVALUATIONS, result_series, seg_series
 from medapp.serving.signin import LOCAL_USER
 from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     CHROMIUM,
@@ -98,8 +98,12 @@ def test_open_a_study_sign_off_and_send_to_pacs(orthanc: OrthancServer, app_mode
     assert sr.VerificationFlag == "VERIFIED" and sr.PreliminaryFlag == "FINAL"
     assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == f"{LOCAL_USER}^"  # who signed in the app
     assert str(sr.PatientName) == PATIENT_NAME  # the patient's identifiers go back into the same study
-    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence
-    assert [i.ReferencedSOPInstanceUID for i in evidence] == [source.SOPInstanceUID]
+    segs = [item["00080018"]["Value"][0] for item in web.search_for_instances(
+        study_instance_uid=study_uid, series_instance_uid=seg_series(study_uid, _model_info(audit)))]
+    assert len(segs) <= 1  # the lesion outline, when the model outlined one
+    evidence = [i.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                for r in s.ReferencedSeriesSequence for i in r.ReferencedSOPSequence]
+    assert sorted(evidence) == sorted([source.SOPInstanceUID, *segs])
     container = next(item for item in sr.ContentSequence if item.ValueType == "CONTAINER"
                      and item.ConceptNameCodeSequence[0].CodeValue == QUALITATIVE_EVALUATIONS.value)
     items = {i.ConceptNameCodeSequence[0].CodeValue: i for i in container.ContentSequence}
@@ -114,7 +118,7 @@ def test_open_a_study_sign_off_and_send_to_pacs(orthanc: OrthancServer, app_mode
     log_text = audit.read_text()
     assert "Browserova" not in log_text and study_uid not in log_text and source.SOPInstanceUID not in log_text
     stored = [e for e in map(json.loads, log_text.splitlines()) if e["outputs"].get("store") == "requested"]
-    assert len(stored) == 1 and len(stored[0]["outputs"]["stored_uid_hashes"]) == 2
+    assert len(stored) == 1 and len(stored[0]["outputs"]["stored_uid_hashes"]) == 2 + len(segs)
 
 
 def _model_info(audit: Path) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The reading room in a real browser (issue 13): the open case survives new files, no stale result beside a new
-image, a biopsy-range estimate never reassures, the report carries the typed label, laterality and sign-off, and two
-views make one lesion. Chromium via Playwright against `streamlit run app.py`, with the shipped model.
+image, a biopsy-range estimate never reassures, the report carries the typed label, laterality and sign-off, two
+views make one lesion, and the model's lesion outline and calipers appear, hide with their toggle and reach the PDF
+with the measurements. Chromium via Playwright against `streamlit run app.py`, with the shipped model.
 
 Screenshots at 1280x720 and at tablet width (820 px) go to docs/screenshots/ when the app runs the shipped model.
 """
@@ -12,10 +13,12 @@ import io
 import json
 import re
 
+import numpy as np
 import pytest
 from pypdf import PdfReader
 
 from medapp.serving.likelihood import TONE_BADGES
+from medapp.serving.outline_overlay import LEGEND
 from tests.app_fixtures import (  # noqa: F401  (app_model_dir is a fixture)
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -186,3 +189,71 @@ def test_biopsy_range_sign_off_report_and_two_view_lesion(server, app_model_dir,
     entries = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     signed = [e for e in entries if "sign_off" in e["outputs"]]
     assert len(signed) == 1 and signed[0]["outputs"]["sign_off"]["birads"] == "4B" and signed[0]["user"]
+
+
+@pytest.fixture
+def outline_server(tmp_path):
+    """The app on the default model folder ($MEDAPP_MODEL_DIR, else the shipped model), which outlines lesions."""
+    from medapp.model.checkpoint import default_model_dir
+
+    env = {"MEDAPP_MODEL_DIR": str(default_model_dir()), "MEDAPP_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    with AppServer(env, log_path=tmp_path / "streamlit.log") as srv:
+        yield srv
+
+
+def _outline_pixels(page, server) -> tuple[int, int]:
+    """How many pixels of the case's first picture (the image) are the outline's yellow and the calipers' sky blue
+    (the picture as the browser received it; JPEG, so colours within a tolerance)."""
+    from PIL import Image
+
+    src = page.get_by_test_id("stMain").get_by_test_id("stImage").first.locator("img").get_attribute("src")
+    rgb = np.asarray(Image.open(io.BytesIO(page.request.get(server.url + src if src.startswith("/") else src).body()))
+                     .convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    yellow = (r > 200) & (g > 190) & (b < 130)  # #F0E442; a grey scan has r == g == b
+    blue = (b > 190) & (g > 140) & (r < 130)  # #56B4E9
+    return int(yellow.sum()), int(blue.sum())
+
+
+def test_lesion_outline_calipers_toggle_and_report(outline_server, tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    with playwright.sync_playwright() as pw:
+        browser, page = _open(pw, outline_server)
+        try:
+            _upload(page, busi_test_image("malignant", 0))
+            page.get_by_test_id("stMetricValue").first.wait_for()
+            page.get_by_text("Lesion, from the model's outline").wait_for()
+            page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)")
+            page.screenshot(path=str(tmp_path / "outline_1280x720.png"))
+            yellow, blue = _outline_pixels(page, outline_server)
+            assert yellow > 100 and blue > 20, (yellow, blue)
+            main = page.get_by_test_id("stMain").inner_text()
+            assert LEGEND in main
+            size = re.search(r"long axis (\d+ px), short axis (\d+ px)", main)
+            assert size, main
+            for expected in ("Orientation", "Shape", "Margin", "Outline confidence",
+                             "Computed from the model's outline of the lesion, not measured by a person",
+                             "PNG images carry no calibration"):
+                assert expected in main, expected
+
+            page.get_by_test_id("stSidebar").get_by_text("Lesion outline").click()  # the toggle hides the drawing
+            _settle(page)
+            page.wait_for_function("() => [...document.querySelectorAll('img')].every(i => i.complete)")
+            yellow, blue = _outline_pixels(page, outline_server)
+            assert yellow == 0 and blue == 0, (yellow, blue)
+            main = page.get_by_test_id("stMain").inner_text()
+            assert LEGEND not in main and f"long axis {size[1]}" in main  # the drawing goes, the measurements stay
+
+            page.get_by_text("Blank the top and bottom bands").click()
+            with page.expect_download() as download:
+                page.get_by_role("button", name=re.compile("Download PDF report")).click()
+            pdf_path = tmp_path / "report.pdf"
+            download.value.save_as(pdf_path)
+            text = " ".join(" ".join(p.extract_text().split()) for p in PdfReader(io.BytesIO(pdf_path.read_bytes()))
+                            .pages)
+            for expected in ("Lesion (from the model's outline)", f"long axis {size[1]}, short axis {size[2]}",
+                             "Computed from the model's outline of the lesion, not measured by a person",
+                             "PNG images carry no calibration", "with the model's lesion outline"):
+                assert expected in text, expected
+        finally:
+            browser.close()

@@ -14,9 +14,18 @@ from collections.abc import Sequence
 
 from ..errors import MedAppError
 from ..markup import one_line
-from . import calibrate_cmd, evaluate_cmd, inspect_cmd, pacs_cmd, predict_cmd, train_cmd, validate_cmd
+from . import (
+    calibrate_cmd,
+    evaluate_cmd,
+    inspect_cmd,
+    pacs_cmd,
+    predict_cmd,
+    train_cmd,
+    train_outline_cmd,
+    validate_cmd,
+)
 
-COMMANDS = (train_cmd, calibrate_cmd, evaluate_cmd, inspect_cmd, predict_cmd, validate_cmd, pacs_cmd)
+COMMANDS = (train_cmd, train_outline_cmd, calibrate_cmd, evaluate_cmd, inspect_cmd, predict_cmd, validate_cmd, pacs_cmd)
 EXIT_ERROR = 2
 
 

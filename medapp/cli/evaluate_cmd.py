@@ -50,4 +50,16 @@ def run(args: argparse.Namespace) -> int:
           f"[{lo:.3f}, {hi:.3f}]  ACC@0.5 {result['accuracy']:.3f}  at threshold {result['threshold']:.3f}: "
           f"sensitivity {result['sensitivity']:.3f} specificity {result['specificity']:.3f}  "
           f"ECE {result['ece']:.3f} (uncalibrated {result['ece_uncalibrated']:.3f})")
+    if "outline" in result:
+        print(outline_line(result["outline"]))
     return 0
+
+
+def outline_line(outline: dict) -> str:
+    """One line of the outline section: Dice (all lesion images and in scope), HD95, misses, agreement."""
+    everything, in_scope, agree = outline["all_lesion_images"], outline["in_scope"], outline["agreement"]
+    return (f"outline on {outline['n_lesion_images']} lesion images: Dice mean {everything['dice_mean']:.3f} "
+            f"(in scope {in_scope['dice_mean']:.3f}, median {in_scope['dice_median']:.3f})  IoU mean "
+            f"{in_scope['iou_mean']:.3f}  HD95 mean {in_scope['hd95_mean_px']:.1f} px  missed {in_scope['missed']}  "
+            f"out of scope {outline['outline_skipped_out_of_scope']}  agreement with the radiologists' mask: "
+            f"orientation {agree['orientation']['agreement']:.3f}, shape {agree['shape']['agreement']:.3f}")

@@ -1,7 +1,10 @@
-"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR [--without-region MODE]] [--json] [--profile NAME]``.
+"""``python -m medapp predict PATH... [--model DIR] [--cam METHOD] [--overlay-dir DIR [--without-region MODE]]
+[--mask-dir DIR] [--json] [--profile NAME]``.
 
 A PATH may be a file or a folder (its images, not recursive), processed in batches. A refused file is reported
-as ``error: FILE: message`` on stderr and the others are still processed; the exit status is then 2.
+as ``error: FILE: message`` on stderr and the others are still processed; the exit status is then 2. With a model
+that outlines the lesion, each line names its size and shape, the JSON holds the ``lesion`` object, and
+``--mask-dir`` writes the outline as a binary PNG.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                              "Sequence), whose pixels may show names: blank the top and bottom bands of the overlay, "
                              "or write it whole after you checked the images show no patient details; without this "
                              "such overlays are not written")
+    parser.add_argument("--mask-dir", type=Path, help="write <name>_lesion.png here: the model's lesion outline, "
+                        "binary (0 background, 255 lesion), the original image's size; none for an image without "
+                        "an outline")
     parser.add_argument("--opacity", type=float, default=0.5, help="overlay heatmap opacity in [0, 1]")
     parser.add_argument("--no-tta", action="store_true", help="skip the test-time views unless the model's headline "
                         "is their mean (then no uncertainty is reported otherwise)")
@@ -94,8 +100,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_ERROR
     predictor = Predictor.from_dir(args.model, profile=args.profile)
-    if args.overlay_dir:
-        args.overlay_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (args.overlay_dir, args.mask_dir):
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
     failures = 0
     limits = IntakeLimits.from_settings(get_settings())
     audit = open_audit_log(cli_user())  # every result and refusal, as in the app: who ran it, never file names
@@ -125,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     written.add(_write_overlay(args.overlay_dir, path, image, pred.heatmap, args.opacity, written,
                                                export))
+            if args.mask_dir is not None:
+                if pred.lesion is None:
+                    print(f"note: {one_line(path)}: no lesion mask written: {pred.lesion_note}", file=sys.stderr)
+                else:
+                    written.add(_write_mask(args.mask_dir, path, pred.lesion.outline_mask, written))
             if args.json:
                 print(json.dumps({"file": str(path), "file_sha256": digest, **pred.to_dict()}), flush=True)
             else:
@@ -157,19 +169,43 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else 0
 
 
-def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.ndarray, opacity: float,
-                   written: set[Path], export: ExportRegion) -> Path:
-    """Save the overlay PNG, limited to ``export``'s pixels; two inputs with the same stem in one run get ``_2``,
-    ``_3`` ... suffixes."""
-    from ..model.explain import overlay_heatmap
-    from ..reporting.report import overlay_png
-
-    out = folder / f"{path.stem}_overlay.png"
+def _unique(folder: Path, path: Path, kind: str, written: set[Path]) -> Path:
+    """``<stem>_<kind>.png`` in ``folder``; two inputs with the same stem in one run get ``_2``, ``_3`` ..."""
+    out = folder / f"{path.stem}_{kind}.png"
     n = 1
     while out in written:
         n += 1
-        out = folder / f"{path.stem}_overlay_{n}.png"
+        out = folder / f"{path.stem}_{kind}_{n}.png"
+    return out
+
+
+def _write_overlay(folder: Path, path: Path, image: MedicalImage, heatmap: np.ndarray, opacity: float,
+                   written: set[Path], export: ExportRegion) -> Path:
+    """Save the overlay PNG, limited to ``export``'s pixels."""
+    from ..model.explain import overlay_heatmap
+    from ..reporting.report import overlay_png
+
+    out = _unique(folder, path, "overlay", written)
     out.write_bytes(overlay_png(overlay_heatmap(image.display, heatmap, opacity=opacity), export))
+    return out
+
+
+def _write_mask(folder: Path, path: Path, mask: np.ndarray, written: set[Path]) -> Path:
+    """Save the (H, W) bool outline as an 8-bit PNG, 0 and 255, no text chunks, at the original image's size.
+
+    Not cropped to an export region (medapp.reporting.export_region): the region rule exists because text burned
+    into an image's pixels is PHI, and a binary mask carries no image pixels, only the lesion's shape; kept whole,
+    it stays aligned pixel for pixel with the image it was made from.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    out = _unique(folder, path, "lesion", written)
+    buf = io.BytesIO()
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buf, format="PNG")
+    out.write_bytes(buf.getvalue())
     return out
 
 
@@ -177,7 +213,11 @@ def _human_line(path: Path, pred: Prediction) -> str:
     if not pred.in_scope:
         return f"{one_line(path)}: OUTSIDE INTENDED USE — {'; '.join(pred.out_of_scope_reasons)}"
     from ..formatting import format_percent
+    from ..serving.lesion_finding import NO_LESION_OUTLINED
+    from ..serving.outline_overlay import lesion_summary
 
     flag = "  [low confidence]" if pred.low_confidence else ""
-    return (f"{one_line(path)}: {pred.decision_text}; {pred.category.label}; top class {pred.label}; "
+    lesion = (f"; {lesion_summary(pred.lesion)}" if pred.lesion is not None
+              else "; no lesion outlined" if pred.lesion_note == NO_LESION_OUTLINED else "")
+    return (f"{one_line(path)}: {pred.decision_text}; {pred.category.label}; top class {pred.label}{lesion}; "
             f"uncertainty ±{format_percent(pred.uncertainty)}{flag}")

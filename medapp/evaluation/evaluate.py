@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..data.datasets import Split, load_breastmnist, load_records
+from ..data.datasets import Split, load_breastmnist, load_mask, load_records
 from ..data.manifest import Record
 from ..data.near_duplicates import busi_near_duplicate_free_test
 from ..errors import SiteProfileError
@@ -34,6 +34,7 @@ from .metrics import (
     operating_point,
     reliability_bins,
 )
+from .outline_metrics import OutlineCase, outline_report, score_case
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +93,44 @@ def category_rates(is_malignant: np.ndarray, is_normal: np.ndarray, categories: 
 
 
 def squares_and_scope(predictor: Any, records: list[Record],
-                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Each image decoded once: its (S, S) model-size square (as training caches it) and whether the app would
-    report on it (the Predictor's own scope gate and quality checks)."""
-    squares, in_scope = [], []
+                      batch_size: int = 16) -> tuple[np.ndarray, np.ndarray, list[OutlineCase | None]]:
+    """Each image decoded once: its (S, S) model-size square (as training caches it), whether the app would
+    report on it (the Predictor's own scope gate and quality checks), and, when the model outlines lesions, its
+    outline scored against the radiologists' masks (None for an image without a lesion mask or without a decoder)."""
+    squares, in_scope, outlines = [], [], []
+    outlining = predictor.outline_decoder is not None
     for i in range(0, len(records), batch_size):
-        images = [load_image(r.path) for r in records[i : i + batch_size]]
+        batch = records[i : i + batch_size]
+        images = [load_image(r.path) for r in batch]
         squares += [resize_to_square(im.pixels, predictor.card.input) for im in images]
-        in_scope += [p.in_scope for p in predictor.predict_batch(images, tta=False, explain=False)]
-    return np.stack(squares), np.array(in_scope)
+        predictions = predictor.predict_batch(images, tta=False, explain=False)
+        in_scope += [p.in_scope for p in predictions]
+        for record, prediction in zip(batch, predictions, strict=True):
+            truth = load_mask(record) if outlining and record.masks else None
+            outlines.append(score_case(prediction.lesion, truth, prediction.in_scope)
+                            if truth is not None and truth.any() else None)
+    return np.stack(squares), np.array(in_scope), outlines
+
+
+def outline_section(outlines: list[OutlineCase | None], devices: list[str], threshold: float) -> dict[str, Any]:
+    """The ``outline`` section: the Predictor's outline (what the app shows) against the union of the radiologists'
+    masks on every image that has a lesion mask, and per scanner when there are several."""
+    cases = [c for c in outlines if c is not None]
+    section: dict[str, Any] = {
+        "definition": "Dice and IoU of the outline the app shows (every outlined lesion) with the union of the "
+                      "radiologists' masks at the image's resolution; HD95 in pixels over outlined lesions; a lesion "
+                      "image with no outline counts Dice 0 (missed); out-of-scope images get no outline and are "
+                      "counted apart (outline_skipped_out_of_scope), scored as Dice 0 in all_lesion_images and left "
+                      "out of in_scope; agreement compares the principal outlined lesion with one radiologist lesion",
+        "outline_threshold": threshold,
+        **outline_report(cases),
+    }
+    if len(set(devices)) > 1:
+        section["per_device"] = {
+            device: {"device": device, **outline_report([c for c, d in zip(outlines, devices, strict=True)
+                                                         if c is not None and d == device])}
+            for device in sorted(set(devices))}
+    return section
 
 
 def subgroup_reports(key: str, values: list[str], threshold: float, is_mal: np.ndarray, p_mal: np.ndarray,
@@ -124,7 +154,7 @@ def evaluate_manifest(model_dir: str | Path, dataset: str = "busi", split: str =
     card = predictor.card
     threshold = predictor.threshold
     records = load_records(dataset, Split.parse(split))
-    squares, in_scope = squares_and_scope(predictor, records)
+    squares, in_scope, outlines = squares_and_scope(predictor, records)
     views = headline_views(card.tta_headline, card.explain, card.input)
     logits = predict_logits(predictor.model, squares, card.input, views=views)
     labels = np.array([card.class_names.index(r.label) for r in records])
@@ -151,6 +181,13 @@ def evaluate_manifest(model_dir: str | Path, dataset: str = "busi", split: str =
                          "category": c, "device": r.device}
                         for r, p, s, c in zip(records, probs[:, m], in_scope, categories, strict=True)],
     }
+    if predictor.outline_decoder is not None:
+        result["outline"] = outline_section(outlines, devices, float(card.outline["threshold"]))
+        for row, case in zip(result["predictions"], outlines, strict=True):
+            row["dice"] = None if case is None else case.score.dice
+            row["hd95_px"] = None if case is None or case.score.missed else case.score.hd95_px
+            row["outline_status"] = (None if case is None else "out_of_scope" if case.out_of_scope
+                              else "missed" if case.score.missed else "outlined")
     if len(set(devices)) > 1:
         result["per_device"] = subgroup_reports("device", devices, threshold, is_mal, probs[:, m],
                                                 probs_raw[:, m], in_scope, n_boot)

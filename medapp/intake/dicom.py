@@ -26,7 +26,7 @@ from .color import luma_601
 from .limits import IntakeLimits, check_dimensions, check_frame_index
 from .medical_image import MedicalImage
 from .privacy import safe_metadata
-from .us_regions import scan_region
+from .us_regions import region_calibrations, scan_region
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +396,7 @@ def decode_dicom(ds: Dataset, *, frame: int | None, limits: IntakeLimits) -> Med
         original_size=(rows, cols),
         pixel_spacing_mm=_pixel_spacing(ds, notes),
         scan_region=scan_region(ds, rows, cols),
+        us_calibrations=region_calibrations(ds, rows, cols),
         frame_index=index,
         frame_count=n_frames,
         metadata=_safe_fields(ds, ts),

@@ -8,6 +8,25 @@ from typing import Any
 import numpy as np
 
 
+@dataclass(frozen=True)
+class RegionCalibration:
+    """The physical size of one pixel inside one region of the frame, as the file states it.
+
+    ``box`` is (top, left, bottom, right) in pixels, bottom/right exclusive; ``row_mm`` and ``col_mm`` are the
+    millimetres one pixel spans down the rows and across the columns inside that box (DICOM Ultrasound Region
+    Sequence, PS3.3 C.8.5.5: PhysicalDeltaY and PhysicalDeltaX).
+    """
+
+    box: tuple[int, int, int, int]
+    row_mm: float
+    col_mm: float
+
+    def contains(self, point: tuple[float, float]) -> bool:
+        """True when the (row, col) ``point`` lies inside ``box``."""
+        top, left, bottom, right = self.box
+        return top <= point[0] < bottom and left <= point[1] < right
+
+
 @dataclass
 class MedicalImage:
     """A decoded image.
@@ -16,7 +35,9 @@ class MedicalImage:
     ``source_kind`` is the detected format ("png", "jpeg", "bmp", "tiff", "dicom"); ``original_size`` is
     (height, width) as displayed; ``pixel_spacing_mm`` is (row, column) spacing when the file states it;
     ``scan_region`` is the (top, left, bottom, right) box of the scan itself when the file states it (DICOM
-    Ultrasound Region Sequence), which exports are cropped to; ``frame_index`` is 0-based; ``metadata`` holds only :data:`medapp.privacy.SAFE_METADATA_KEYS`; ``notes`` says in
+    Ultrasound Region Sequence), which exports are cropped to; ``us_calibrations`` are the regions of that
+    Sequence that state a physical pixel size (one per calibrated 2D region, so a split screen keeps both scales);
+    ``frame_index`` is 0-based; ``metadata`` holds only :data:`medapp.privacy.SAFE_METADATA_KEYS`; ``notes`` says in
     plain words what intake did ("inverted MONOCHROME1", "applied window C=40 W=400", "frame 1 of 10").
     """
 
@@ -26,6 +47,7 @@ class MedicalImage:
     original_size: tuple[int, int]  # (height, width)
     pixel_spacing_mm: tuple[float, float] | None = None
     scan_region: tuple[int, int, int, int] | None = None
+    us_calibrations: tuple[RegionCalibration, ...] = ()
     frame_index: int = 0
     frame_count: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)

@@ -19,6 +19,7 @@ from .integrity import write_checksums
 CARD_FILE = "model_card.json"
 WEIGHTS_FILE = "model.safetensors"
 SCOPE_FILE = "scope.safetensors"
+OUTLINE_FILE = "lesion_outline.safetensors"  # the lesion-outline decoder, when the model has one
 METRICS_FILE = "metrics.json"
 CROSS_SITE_FILE = "cross_site.json"
 
@@ -176,6 +177,9 @@ class ModelCard:
     command: str = ""
     weights_sha256: str = ""
     scope_sha256: str = ""
+    # the lesion-outline decoder on this model's encoder, when trained (medapp.training.train_outline): file,
+    # sha256, taps, threshold, validation Dice, config, command; empty: the model draws no outline
+    outline: dict[str, Any] = field(default_factory=dict)
 
     @property
     def malignant_index(self) -> int:
@@ -219,7 +223,7 @@ class ModelCard:
         path = Path(model_dir) / CARD_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        write_checksums(path.parent, (CARD_FILE, WEIGHTS_FILE, SCOPE_FILE))
+        write_checksums(path.parent, (CARD_FILE, WEIGHTS_FILE, SCOPE_FILE, OUTLINE_FILE))
         return path
 
     @classmethod

@@ -7,7 +7,8 @@ result back into the study.
 - :func:`open_study` fetches the study's ultrasound instances into memory (WADO-RS) as
   :class:`~medapp.serving.analysis.Upload` objects under neutral names ("PACS image 1 of 3"), in a
   :class:`PacsInbox` that remembers where each came from by the file's SHA-256 (as the worklist identifies a case).
-- :func:`send_signed` is the "Send to PACS" button: the signed SR and the PDF through the CLI's own store path
+- :func:`send_signed` is the "Send to PACS" button: the signed SR and the PDF (and the lesion outline's SEG, when the
+  model outlined one and the PACS does not hold it yet) through the CLI's own store path
   (:meth:`~medapp.pacs.workflow.StudyAnalyzer.store_signed`: the same audit entries, hashed UIDs, no duplicates).
   A PACS that does not answer raises :class:`~medapp.errors.PacsError`; the session keeps the sign-off, so the
   clinician can send again.
@@ -140,9 +141,10 @@ def open_study(client: PacsClient, study_uid: str, *, limit: int = MAX_IMAGES) -
 def send_signed(inbox: PacsInbox, analysis: Analysis, sign_off: SignOff, case: CaseDetails | None,
                 predictor: Predictor, audit: AuditLog, export_choice: str | None,
                 client: PacsClient | None = None) -> InstanceOutcome:
-    """Store the signed result of ``analysis`` (an image of ``inbox``) in its study: the SR with the sign-off and
-    the PDF (its pixels limited by ``export_choice`` as the downloads are). Sending the same signed result again
-    stores nothing new. Raises :class:`~medapp.errors.PacsError` (nothing is lost from the session: send again)."""
+    """Store the signed result of ``analysis`` (an image of ``inbox``) in its study: the SR with the sign-off, the
+    lesion outline's SEG when there is one (and the PACS lacks it), and the PDF (its pixels limited by
+    ``export_choice`` as the downloads are). Sending the same signed result again stores nothing new. Raises
+    :class:`~medapp.errors.PacsError` (nothing is lost from the session: send again)."""
     ref, upload = inbox.source(analysis.file_sha256), inbox.upload(analysis.file_sha256)
     if ref is None or upload is None or analysis.image is None or analysis.prediction is None:
         raise ValueError("only an analysed image opened from the PACS can be sent back to it")
@@ -155,9 +157,14 @@ def send_signed(inbox: PacsInbox, analysis: Analysis, sign_off: SignOff, case: C
 def describe_send(outcome: InstanceOutcome) -> str:
     """What "Send to PACS" did, in a sentence for the page."""
     if outcome.status == Status.STORED:
-        kinds = ("the signed SR and the PDF report" if len(outcome.stored) > 1
-                 else "1 new object (the rest of this signed result was stored before)")
-        text = f"Sent to the PACS: {kinds}, in this image's study."
+        kinds = set(outcome.stored_kinds)
+        if {"SR", "PDF"} <= kinds:
+            sent = "the signed SR and the PDF report"
+        else:
+            sent = f"{len(outcome.stored)} new object(s) (the rest of this signed result was stored before)"
+        if "SEG" in kinds:
+            sent += ", with the lesion outline (DICOM SEG)"
+        text = f"Sent to the PACS: {sent}, in this image's study."
     else:
         text = "Already in the PACS: this signed result was stored before; nothing was sent again."
     missing_pdf = [note for note in outcome.notes if note.startswith("no PDF")]

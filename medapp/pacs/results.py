@@ -1,4 +1,5 @@
-"""Results as standard DICOM objects, for the same study in the same PACS: a TID 1500 SR and the PDF as Encapsulated PDF.
+"""Results as standard DICOM objects, for the same study in the same PACS: a TID 1500 SR and the PDF as Encapsulated
+PDF (the lesion outline's SEG: :mod:`medapp.pacs.outline`).
 
 Per analysed image medapp writes:
 
@@ -10,6 +11,9 @@ Per analysed image medapp writes:
   the threshold, low confidence. Concepts the standard has no code for use medapp's local scheme ``99MEDAPP``
   (PS3.16 8.2: a private scheme starts with "99"), declared in the Coding Scheme Identification Sequence. The SR
   is PRELIMINARY and UNVERIFIED unless a radiologist signed the result (below);
+- when the model outlined a lesion, a **Segmentation** (PS3.3 A.51) of the outline on the source's pixel grid, and
+  in the SR one TID 1410 group per outlined lesion (its measurements and descriptors) that references its segment
+  (:mod:`medapp.pacs.outline`);
 - an **Encapsulated PDF** (PS3.3 A.45.1) of the same report the app offers for download.
 
 **A radiologist's sign-off** (:class:`~medapp.serving.reading.SignOff`, given on the Diagnose page) makes the SR
@@ -22,9 +26,8 @@ and an unsigned SR of the same image, when the PACS holds one (``pacs analyze --
 (UNVERIFIED) and is named in the signed SR's Predecessor Documents Sequence (PS3.3 C.17.2.3). Nothing unsigned is
 made for a signed result.
 
-DICOM gives each series one modality, so the SRs go into one new series (modality SR) and the PDFs into another
-(modality DOC), both in the source's study. The lesion outline (a DICOM SEG, and lesion measurements in the SR)
-waits for the outline itself (issue 14).
+DICOM gives each series one modality, so the SRs go into one new series (modality SR), the PDFs into another
+(modality DOC) and the lesion outlines into a third (modality SEG), all in the source's study.
 
 **Only the source's patient and study identifiers are copied** (:data:`IDENTIFYING_KEYWORDS`: name, ID, birth
 date, sex, study UID, date, time, ID, accession number, referring physician) so the PACS files the results with
@@ -32,7 +35,8 @@ the patient; this is the one place PHI flows, back into the same study. Nothing 
 copied, and medapp adds no person, place or free text of its own.
 
 **UIDs are derived, not random** (:func:`result_uids`): the series from (study, model weights, site profile), each
-object from (source instance, model weights, site profile, and the sign-off when there is one). Analysing the same image with the same model and
+object from (source instance, model weights, site profile, and the sign-off when there is one; the SEG never depends
+on a sign-off: a signed SR references the same outline). Analysing the same image with the same model and
 profile again gives the same UIDs, so a PACS that already holds them is never sent a second copy, and a run that
 stopped half way is completed rather than duplicated.
 """
@@ -47,6 +51,7 @@ import re
 from dataclasses import dataclass
 
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
+from highdicom.seg import Segmentation
 from highdicom.sr import (
     AlgorithmIdentification,
     CodeContentItem,
@@ -60,6 +65,7 @@ from highdicom.sr import (
     MeasurementsAndQualitativeEvaluations,
     ObservationContext,
     ObserverContext,
+    PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
     RelationshipTypeValues,
     SourceImageForMeasurementGroup,
@@ -82,6 +88,7 @@ MANUFACTURER = "medapp"
 SCHEME = "99MEDAPP"
 SR_SERIES_NUMBER = 9901
 PDF_SERIES_NUMBER = 9902
+SEG_SERIES_NUMBER = 9903
 UID_NAMESPACE = "medapp results v1"  # changing it would make every earlier result look absent, and be sent again
 
 # The source attributes copied into the results: the patient's and study's identifiers (PS3.3 C.7.1.1, C.7.2.1).
@@ -125,16 +132,32 @@ VERIFYING_ORGANIZATION = "not recorded by medapp"
 
 @dataclass(frozen=True)
 class ResultUids:
-    """The UIDs of one image's results: the two series (shared by the study's results) and the two objects."""
+    """The UIDs of one image's results: the series (shared by the study's results) and the objects."""
 
     sr_series: str
     pdf_series: str
     sr: str
     pdf: str
+    seg_series: str
+    seg: str
 
     @property
     def objects(self) -> tuple[str, str]:
+        """The SR and the PDF: what every in-scope result has (the SEG only when the model outlined a lesion)."""
         return self.sr, self.pdf
+
+    def with_outline(self, outlined: bool) -> tuple[str, ...]:
+        """The objects of a result whose prediction has (``outlined``) or has not a lesion outline."""
+        return (self.seg, *self.objects) if outlined else self.objects
+
+
+@dataclass(frozen=True)
+class OutlineObjects:
+    """The SEG of one image's outlined lesions and the SR measurement groups (TID 1410) that reference it; made by
+    :func:`medapp.pacs.outline.build_outline`."""
+
+    seg: Segmentation
+    groups: list[PlanarROIMeasurementsAndQualitativeEvaluations]
 
 
 def _uid(*parts: str) -> str:
@@ -151,6 +174,11 @@ def result_series(study_uid: str, model: dict[str, str]) -> tuple[str, str]:
     return _uid("sr-series", study_uid, *key), _uid("pdf-series", study_uid, *key)
 
 
+def seg_series(study_uid: str, model: dict[str, str]) -> str:
+    """The SEG series UID of one model and site profile's lesion outlines in ``study_uid``."""
+    return _uid("seg-series", study_uid, model.get("sha256", ""), model.get("site_profile", ""))
+
+
 def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -159,16 +187,19 @@ def result_uids(study_uid: str, source_sop_uid: str, model: dict[str, str], sign
                 case: CaseDetails | None = None) -> ResultUids:
     """The UIDs of the results of ``source_sop_uid`` by one model (``Prediction.model`` or ``Predictor.model_info``)
     and site profile; with ``sign_off``, of that signed result (the PDF's also of the lesion location in ``case``,
-    which it prints). The same inputs always give the same UIDs; the series are shared by signed and unsigned."""
+    which it prints). The same inputs always give the same UIDs; the series, and the SEG, are shared by signed and
+    unsigned."""
     key = (model.get("sha256", ""), model.get("site_profile", ""))
-    series = result_series(study_uid, model)
+    sr_series, pdf_series = result_series(study_uid, model)
+    outline = {"seg_series": seg_series(study_uid, model), "seg": _uid("seg", source_sop_uid, *key)}
     if sign_off is None:
-        return ResultUids(*series, _uid("sr", source_sop_uid, *key), _uid("pdf", source_sop_uid, *key))
+        return ResultUids(sr_series, pdf_series, _uid("sr", source_sop_uid, *key), _uid("pdf", source_sop_uid, *key),
+                          **outline)
     signed = _digest(sign_off.to_dict())
     case = case or CaseDetails()
     location = _digest([case.laterality, case.clock, case.distance_cm])
-    return ResultUids(*series, _uid("signed sr", source_sop_uid, *key, signed),
-                      _uid("signed pdf", source_sop_uid, *key, signed, location))
+    return ResultUids(sr_series, pdf_series, _uid("signed sr", source_sop_uid, *key, signed),
+                      _uid("signed pdf", source_sop_uid, *key, signed, location), **outline)
 
 
 def source_header(source: Dataset) -> Dataset:
@@ -274,17 +305,20 @@ def _dicom_datetime(iso_utc: str) -> str:
 
 def build_sr(prediction: Prediction, header: Dataset, uids: ResultUids, *, frame_index: int = 0,
              frame_count: int = 1, created: dt.datetime | None = None, sign_off: SignOff | None = None,
-             predecessor_uid: str | None = None) -> ComprehensiveSR:
+             predecessor_uid: str | None = None, outline: OutlineObjects | None = None) -> ComprehensiveSR:
     """The Comprehensive SR of one image's result (``header``: :func:`source_header` of the source).
 
-    With ``sign_off`` (``uids`` then from :func:`result_uids` with the same sign-off) the SR is VERIFIED and FINAL
-    and holds the sign-off; ``predecessor_uid`` names an unsigned SR of the same image in ``uids.sr_series`` whose
-    content this one repeats (PS3.3 C.17.2.3)."""
+    With ``outline`` (:func:`medapp.pacs.outline.build_outline` of the same prediction) the report also holds the
+    lesion measurement groups, which reference the outline's SEG (named in the evidence too). With ``sign_off``
+    (``uids`` then from :func:`result_uids` with the same sign-off) the SR is VERIFIED and FINAL and holds the
+    sign-off; ``predecessor_uid`` names an unsigned SR of the same image in ``uids.sr_series`` whose content this one
+    repeats (PS3.3 C.17.2.3)."""
     created = _now(created)
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=_device_observer(prediction.model)),
         procedure_reported=codes.SCT.UltrasonographyOfBreast,
-        imaging_measurements=[measurement_group(prediction, header, uids, frame_index, frame_count)],
+        imaging_measurements=[measurement_group(prediction, header, uids, frame_index, frame_count),
+                              *(outline.groups if outline is not None else [])],
     )
     previous = None
     if sign_off is not None:
@@ -296,7 +330,8 @@ def build_sr(prediction: Prediction, header: Dataset, uids: ResultUids, *, frame
             previous = [earlier]
     signed = sign_off is not None
     sr = ComprehensiveSR(
-        evidence=[header], content=report, series_instance_uid=uids.sr_series, series_number=SR_SERIES_NUMBER,
+        evidence=[header, *([outline.seg] if outline is not None else [])], content=report,
+        series_instance_uid=uids.sr_series, series_number=SR_SERIES_NUMBER,
         sop_instance_uid=uids.sr, instance_number=int(header.get("InstanceNumber") or 1),
         manufacturer=MANUFACTURER, is_complete=True, is_final=signed, is_verified=signed,
         verifying_observer_name=person_name(sign_off.user) if signed else None,

@@ -10,7 +10,10 @@ For each instance of a study (:class:`StudyAnalyzer`):
 - the rest are fetched into memory and go through intake (:func:`medapp.intake.imaging.load_image`) and the
   :class:`~medapp.serving.predict.Predictor`, exactly as an upload in the app; intake's refusal or the scope gate's
   reasons are reported and nothing is stored for them;
-- with ``store``, an in-scope image gets its SR and PDF (:mod:`medapp.pacs.results`) in one STOW-RS request.
+- with ``store``, an in-scope image gets its SR and PDF (:mod:`medapp.pacs.results`), and the SEG of the lesion
+  outline when the model outlined one (:mod:`medapp.pacs.outline`), in one STOW-RS request. The SEG goes first in
+  that request and the PDF last: a PACS stores a request's parts in order, so a stored SR and PDF mean the outline
+  (if any) is stored too, and "already stored" stays a lookup that needs no prediction.
 
 The app's "Send to PACS" (:meth:`StudyAnalyzer.store_signed`) stores the signed result of an image the clinician
 opened from the PACS, read and signed on the Diagnose page, through the same audit and store steps.
@@ -52,11 +55,21 @@ from ..serving.analysis import VIEWER_OPACITY, audit_outputs
 from ..serving.predict import Prediction, Predictor
 from ..serving.reading import CaseDetails, SignOff
 from .client import InstanceRef, PacsClient
-from .results import ResultUids, build_encapsulated_pdf, build_sr, result_series, result_uids, source_header
+from .outline import build_outline
+from .results import (
+    ResultUids,
+    build_encapsulated_pdf,
+    build_sr,
+    result_series,
+    result_uids,
+    seg_series,
+    source_header,
+)
 
 log = logging.getLogger(__name__)
 
 ANALYSED_MODALITIES = frozenset({"US"})
+_KINDS = {"SR": "SR", "DOC": "PDF", "SEG": "SEG"}  # what each stored object is, by its modality
 STATE_VERSION = 1
 
 
@@ -71,7 +84,8 @@ class Status(StrEnum):
 
 @dataclass
 class InstanceOutcome:
-    """What happened to one instance. ``stored`` lists the SOP Instance UIDs stored now."""
+    """What happened to one instance. ``stored`` lists the SOP Instance UIDs stored now, ``stored_kinds`` what each
+    is ("SR", "PDF", "SEG")."""
 
     study_uid: str
     sop_uid: str
@@ -80,12 +94,13 @@ class InstanceOutcome:
     message: str = ""
     stored: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stored_kinds: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe, for ``pacs analyze --json`` (the UIDs are shown to the PACS user who asked, never logged)."""
         out: dict[str, Any] = {"study_uid": self.study_uid, "sop_instance_uid": self.sop_uid,
                                "status": self.status.value, "message": self.message, "stored": list(self.stored),
-                               "notes": list(self.notes)}
+                               "stored_kinds": list(self.stored_kinds), "notes": list(self.notes)}
         if self.prediction is not None:
             out["prediction"] = self.prediction.to_dict()
         return out
@@ -117,14 +132,15 @@ class StudyAnalyzer:
         model = self.predictor.model_info
         refs = self.client.search_instances(study_uid)
         sr_series, pdf_series = result_series(study_uid, model)
-        existing = {r.sop_uid for r in refs if r.series_uid in (sr_series, pdf_series)}
+        ours = {sr_series, pdf_series, seg_series(study_uid, model)}
+        existing = {r.sop_uid for r in refs if r.series_uid in ours}
         unsigned = {result_uids(study_uid, r.sop_uid, model).sr for r in refs}
         signed: set[str] = set()  # images whose signed result (the app's "Send to PACS") is stored: done
         if self.store and any(r.series_uid == sr_series and r.sop_uid not in unsigned for r in refs):
             signed = self.client.signed_sources(study_uid, sr_series)
         outcomes = []
         for ref in refs:
-            if ref.series_uid in (sr_series, pdf_series):
+            if ref.series_uid in ours:
                 continue
             outcome = self._one(ref, model, existing, signed)
             existing.update(outcome.stored)
@@ -177,8 +193,8 @@ class StudyAnalyzer:
         case = replace(case, label="") if case is not None else None
         uids = result_uids(ref.study_uid, ref.sop_uid, prediction.model, sign_off, case)
         unsigned = result_uids(ref.study_uid, ref.sop_uid, prediction.model).sr
-        existing = (self.client.instance_uids(ref.study_uid, uids.sr_series)
-                    | self.client.instance_uids(ref.study_uid, uids.pdf_series))
+        existing = set().union(*(self.client.instance_uids(ref.study_uid, series)
+                                 for series in (uids.sr_series, uids.pdf_series, uids.seg_series)))
         outcome = InstanceOutcome(ref.study_uid, ref.sop_uid, Status.SKIPPED, prediction=prediction,
                                   message=prediction.decision_text if prediction.in_scope
                                   else "; ".join(prediction.out_of_scope_reasons))
@@ -200,6 +216,7 @@ class StudyAnalyzer:
             return outcome
         try:
             outcome.stored = self.client.store(objects, ref.study_uid)
+            outcome.stored_kinds = [_KINDS.get(str(ds.Modality), str(ds.Modality)) for ds in objects]
         except PacsError as e:
             self._record(sha, prediction.model, {"store": "failed", "error": str(e),
                                                  "stored_uid_hashes": self._hashes(planned)}, ref)
@@ -210,13 +227,20 @@ class StudyAnalyzer:
     def _results(self, data: bytes, sha: str, image: MedicalImage, prediction: Prediction, uids: ResultUids,
                  existing: set[str], outcome: InstanceOutcome, *, sign_off: SignOff | None = None,
                  case: CaseDetails | None = None, predecessor_uid: str | None = None) -> list[pydicom.Dataset]:
-        """The SR and PDF of one image that the PACS does not hold yet (the PDF only when its pixels may leave)."""
-        header = source_header(pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True))
+        """The SEG (when the model outlined a lesion), SR and PDF of one image that the PACS does not hold yet (the
+        PDF only when its pixels may leave), in the order they are to be stored. The SEG is built even when it is
+        stored: the SR references it."""
+        source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+        header = source_header(source)
         objects: list[pydicom.Dataset] = []
+        outline = build_outline(prediction, source, uids, frame_index=image.frame_index,
+                                frame_count=image.frame_count)
+        if outline is not None and uids.seg not in existing:
+            objects.append(outline.seg)
         if uids.sr not in existing:
             objects.append(build_sr(prediction, header, uids, frame_index=image.frame_index,
                                     frame_count=image.frame_count, sign_off=sign_off,
-                                    predecessor_uid=predecessor_uid))
+                                    predecessor_uid=predecessor_uid, outline=outline))
         if uids.pdf not in existing:
             try:
                 export = export_region(image, self.without_region)

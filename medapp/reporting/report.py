@@ -4,7 +4,8 @@ Neither carries the file name, patient fields or DICOM header values beyond the 
 (format, size, frame); the PDF's document metadata names only medapp. The image is identified, as in the audit
 log, by the SHA-256 of the uploaded bytes, which lets a reader match the report to a file they hold. Pixels can
 carry names too: every picture goes through an :class:`~medapp.reporting.export_region.ExportRegion` (the scan
-region only, or bands blanked, or the whole image the user confirmed), and the PDF says which.
+region only, or bands blanked, or the whole image the user confirmed), and the PDF says which. The model's lesion
+outline and calipers are drawn on the image first and the picture cropped after, so they line up with the scan.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from ..formatting import format_percent, format_probability
 from ..intake.medical_image import MedicalImage
 from ..model.card import INTENDED_USE, ModelCard
 from ..serving.likelihood import DISCLAIMER
+from ..serving.outline_overlay import describe_lesion, draw_outline
 from ..serving.predict import Prediction
 from ..serving.reading import CaseDetails, SignOff
 from .export_region import ExportRegion
@@ -31,6 +33,7 @@ DECISION_SUPPORT = "Decision support only, not a diagnosis"
 HEATMAP_CAPTION = "What raised the malignancy estimate"
 HEATMAP_CAVEAT = ("The heatmap shows which parts of the image raised the malignancy estimate: where the model looked, "
                   "not a lesion outline. It can be wrong when the model is.")
+LESION_HEADING = "Lesion (from the model's outline)"
 _FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"  # DejaVu: Unicode glyphs (≤, –, µ) in the PDF
 _MAX_IMAGE_SIDE = 800  # px embedded per picture: sharp at ~85 mm wide, keeps the PDF small
 
@@ -80,7 +83,8 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     ``shown`` is the image as the clinician windowed it on screen (default: the image as decoded). Both pictures
     are limited by ``export`` (see :mod:`medapp.reporting.export_region`). ``case`` (the typed label and lesion
     location) and ``sign_off`` (the radiologist's verdict) are printed when given. An out-of-scope image shows no
-    probability, category or overlay: only why it is outside intended use.
+    probability, category, overlay or lesion outline: only why it is outside intended use. The outlined lesion's
+    measurements and descriptors (:mod:`medapp.serving.outline_overlay`) follow the result, with their source.
     """
     created = (created or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
     pdf = new_pdf("medapp decision-support report", created, _Report)
@@ -104,9 +108,12 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
 
     top = pdf.get_y()
     half = (width - 6) / 2
-    pictures = [("Image" if shown is None else "Image (as windowed on screen)",
-                 image.display if shown is None else shown)] + ([(HEATMAP_CAPTION, overlay)] if overlay is not None
-                                              and prediction.in_scope else [])
+    base, caption = (image.display, "Image") if shown is None else (shown, "Image (as windowed on screen)")
+    lesion = prediction.lesion if prediction.in_scope else None
+    if lesion is not None:  # drawn on the full image, cropped with it below
+        base, caption = draw_outline(base, lesion), f"{caption} with the model's lesion outline"
+    pictures = [(caption, base)] + ([(HEATMAP_CAPTION, overlay)] if overlay is not None
+                                    and prediction.in_scope else [])
     bottom = top
     for i, (caption, rgb) in enumerate(pictures):
         im = _picture(export.apply(rgb))
@@ -147,6 +154,18 @@ def build_report_pdf(image: MedicalImage, prediction: Prediction, card: ModelCar
     if image.notes:
         row("Intake notes", "; ".join(image.notes))
     pdf.ln(2)
+
+    if prediction.in_scope and (lesion is not None or prediction.lesion_note):
+        pdf.set_font("DejaVu", "B", 12)
+        pdf.cell(0, 7, LESION_HEADING, new_x="LMARGIN", new_y="NEXT")
+        if lesion is None:
+            row("Outline", prediction.lesion_note)
+        else:
+            text = describe_lesion(lesion)
+            for label, value in text.rows:
+                row(label, value)
+            row("", f"{text.source} {text.scale} {text.legend}", size=8)
+        pdf.ln(2)
 
     if sign_off is not None:
         pdf.set_font("DejaVu", "B", 12)

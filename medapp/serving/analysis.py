@@ -26,6 +26,7 @@ from ..intake.medical_image import MedicalImage
 from ..intake.privacy import AuditLog, sha256_bytes
 from ..model.explain import overlay_heatmap
 from ..settings import get_settings
+from .outline_overlay import LesionDescription, describe_lesion, draw_outline
 from .predict import Prediction, Predictor
 
 log = logging.getLogger(__name__)
@@ -250,3 +251,21 @@ def viewer_images(analysis: Analysis, *, opacity: float = VIEWER_OPACITY, window
     if not analysis.has_heatmap:
         return base, None
     return base, overlay_heatmap(base, analysis.prediction.heatmap, opacity=opacity, colormap=colormap)
+
+
+def outlined(analysis: Analysis, rgb: np.ndarray) -> np.ndarray:
+    """The viewer's (H, W, 3) uint8 image with the model's lesion outline and calipers drawn on it
+    (:mod:`medapp.serving.outline_overlay`); ``rgb`` itself when there is no outline (none found, no outline decoder,
+    or the image is outside intended use)."""
+    if not analysis.in_scope or analysis.prediction.lesion is None:
+        return rgb
+    return draw_outline(rgb, analysis.prediction.lesion)
+
+
+def lesion_text(analysis: Analysis) -> LesionDescription | str | None:
+    """What the viewer says about the outlined lesion: its description, else why there is none (the prediction's
+    ``lesion_note``), or None for an image outside intended use (nothing is reported about it)."""
+    if not analysis.in_scope:
+        return None
+    lesion = analysis.prediction.lesion
+    return describe_lesion(lesion) if lesion is not None else analysis.prediction.lesion_note or None

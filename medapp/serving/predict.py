@@ -31,6 +31,14 @@ from ..model.card import ModelCard
 from ..model.checkpoint import default_model_dir, load_model
 from ..model.explain import check_cam_method, run_cam
 from ..model.inference import headline_logits, view_logits
+from ..model.lesion_outline import (
+    LesionDecoder,
+    load_outline_decoder,
+    outline_input_spec,
+    outline_logits,
+    outline_probability,
+    with_mirror,
+)
 from ..model.preprocess import (
     SquareGeometry,
     compute_geometry,
@@ -43,6 +51,7 @@ from ..model.registry import cam_target_layer, resolve_layers
 from ..model.scope import ScopeGate
 from ..model.site_profile import SiteProfile, load_profile
 from ..model.views import configured_views
+from .lesion_finding import NO_LESION_OUTLINED, LesionFinding, find_lesions
 from .likelihood import LikelihoodCategory, categorize_likelihood, decision_sentence, decision_tone
 from .quality import QualityFlag, assess_quality, describe_flag
 
@@ -81,6 +90,9 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
     image_size: tuple[int, int] = (0, 0)  # (height, width) of the original image
     tta_views: int = 1
+    # the lesion as the model outlines it (mask, measurements), or None and why (``lesion_note``)
+    lesion: LesionFinding | None = None
+    lesion_note: str = ""
 
     @property
     def decision_tone(self) -> str:
@@ -119,6 +131,8 @@ class Prediction:
             "model": dict(self.model),
             "timing_ms": {k: round(v, 2) for k, v in self.timing_ms.items()},
             "notes": list(self.notes),
+            "lesion": self.lesion.to_dict() if self.lesion is not None else None,
+            "lesion_note": self.lesion_note,
         }
 
 
@@ -143,7 +157,8 @@ class Predictor:
     """A loaded model folder: ``predict(image)`` -> :class:`Prediction`. Thread-safe."""
 
     def __init__(self, model: nn.Module, card: ModelCard, gate: ScopeGate, *, model_dir: Path | None = None,
-                 explain_config: dict[str, Any] | None = None, profile: SiteProfile | None = None) -> None:
+                 explain_config: dict[str, Any] | None = None, profile: SiteProfile | None = None,
+                 outline_decoder: LesionDecoder | None = None) -> None:
         self.model = model.eval()
         self.model.requires_grad_(False)  # inference only; CAM gradients start at the target layer
         self.card = card
@@ -165,6 +180,8 @@ class Predictor:
         # Gaussian smoothing of the map, std as a share of the input size (0: none)
         self.cam_smooth = float(cfg.get("smooth", 0.0)) * card.input.size
         self.fill = normalized_black(card.input)  # what shifted views and the letterbox hold
+        # the lesion-outline decoder on the same encoder (card.outline), run in the headline's forward pass
+        self.outline_decoder = outline_decoder
         self._lock = threading.RLock()
 
     @classmethod
@@ -175,7 +192,8 @@ class Predictor:
         model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
         card, model = load_model(model_dir)
         site = load_profile(model_dir, profile, card) if profile else None
-        return cls(model, card, ScopeGate.load(model_dir, card), model_dir=model_dir, profile=site)
+        return cls(model, card, ScopeGate.load(model_dir, card), model_dir=model_dir, profile=site,
+                   outline_decoder=load_outline_decoder(model_dir, card, model))
 
     @property
     def model_info(self) -> dict[str, str]:
@@ -237,8 +255,10 @@ class Predictor:
         use_views = len(self.views) > 1 and (tta or self.card.tta_headline)
         with self._lock:
             with torch.no_grad(), self.gate.capture(self.model) as acts:
-                logits = self.model(x).float()
+                logits, shared_outline = self._forward(x)
             timer.lap("forward")
+            outlines = self._outline_maps(images, x, shared_outline, geometries)
+            timer.lap("outline")
             scores = self.gate.score_captured(acts, n)
             timer.lap("scope")
             maps: list[np.ndarray] = []
@@ -266,9 +286,54 @@ class Predictor:
         probs = self.calibrated(head.numpy())
         view_probs = (self.calibrated(views_logits.reshape(-1, head.shape[1]).numpy())
                       .reshape(len(self.views), n, -1) if views_logits is not None and use_views else None)
+        predictions = [self._build(images[i], probs[i], None if view_probs is None else view_probs[:, i],
+                                   float(scores[i]), flags[i], heatmaps[i], method, targets[i]) for i in range(n)]
+        for image, prediction, outline in zip(images, predictions, outlines, strict=True):
+            self._add_lesion(image, prediction, outline)
+        timer.lap("measure")
         timing = timer.total()
-        return [self._build(images[i], probs[i], None if view_probs is None else view_probs[:, i], float(scores[i]),
-                            flags[i], heatmaps[i], method, targets[i], dict(timing)) for i in range(n)]
+        for prediction in predictions:
+            prediction.timing_ms = dict(timing)
+        return predictions
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Class logits, and the (N, S, S) outline probability of the image itself when the outline shares the
+        classifier's pass (run inside the scope gate's capture: one pass of the image, nothing else)."""
+        if self.outline_decoder is None or outline_input_spec(self.card).size != self.card.input.size:
+            return self.model(x).float(), None
+        logits, outline = outline_logits(self.model, self.outline_decoder, x, self._taps)
+        return logits.float(), torch.sigmoid(outline[:, 0])
+
+    @property
+    def _taps(self) -> tuple[int, ...]:
+        return tuple(self.card.outline["taps"])
+
+    def _outline_maps(self, images: Sequence[MedicalImage], x: torch.Tensor, shared: torch.Tensor | None,
+                      geometries: list[SquareGeometry]) -> list[np.ndarray | None]:
+        """Each image's (H, W) outline probability over the original image (None without a decoder): the shared
+        pass's (mirror-averaged when the card says so), or the outline's own pass at its input size."""
+        if self.outline_decoder is None:
+            return [None] * len(images)
+        flip = bool(self.card.outline.get("flip_average"))
+        with torch.no_grad():
+            if shared is None:
+                spec = outline_input_spec(self.card)
+                x = normalize(torch.from_numpy(np.stack([resize_to_square(im.pixels, spec) for im in images])), spec)
+                geometries = [compute_geometry(*im.pixels.shape, spec.size, spec.resize) for im in images]
+                shared = outline_probability(self.model, self.outline_decoder, x, self._taps, flip)[1]
+            elif flip:
+                shared = with_mirror(self.model, self.outline_decoder, x, self._taps, shared)
+        return [restore_geometry(o, g) for o, g in zip(shared.numpy(), geometries, strict=True)]
+
+    def _add_lesion(self, image: MedicalImage, prediction: Prediction, outline: np.ndarray | None) -> None:
+        """The outlined lesion, measured; none for an image the model is not qualified to judge."""
+        if outline is None:
+            prediction.lesion_note = "this model has no lesion-outline decoder"
+        elif not prediction.in_scope:
+            prediction.lesion_note = "no outline: the image is outside the model's intended use"
+        else:
+            prediction.lesion = find_lesions(outline, float(self.card.outline["threshold"]), image)
+            prediction.lesion_note = "" if prediction.lesion is not None else NO_LESION_OUTLINED
 
     def _cam(self, x: torch.Tensor, classes: list[int], method: str,
              allow_slow: bool) -> tuple[list[np.ndarray], torch.Tensor]:
@@ -278,8 +343,7 @@ class Predictor:
         return list(result.maps), result.logits.reshape(len(self.views), len(x), -1)
 
     def _build(self, image: MedicalImage, probs: np.ndarray, view_probs: np.ndarray | None, score: float,
-               flags: list[QualityFlag], heatmap: np.ndarray | None, method: str, target: int,
-               timing: dict[str, float]) -> Prediction:
+               flags: list[QualityFlag], heatmap: np.ndarray | None, method: str, target: int) -> Prediction:
         """probs: (C,) calibrated headline probabilities; view_probs: (V, C) each test-time view's, or None."""
         names, card, policy = self.card.class_names, self.card, self.card.serving
         m = card.malignant_index
@@ -321,7 +385,7 @@ class Predictor:
             cam_method=method,
             cam_target=names[target],
             model=self.model_info,
-            timing_ms=timing,
+            timing_ms={},
             notes=notes,
             image_size=tuple(image.pixels.shape),
             tta_views=n_views,

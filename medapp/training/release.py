@@ -72,9 +72,10 @@ def training_sites(data: TrainingData) -> list[dict[str, Any]]:
 
 
 def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: TrainingData, *, command: str,
-                   best_epoch: int, best_val_auc: float) -> ModelCard:
+                   best_epoch: int, best_val_auc: float, outline: dict[str, Any] | None = None) -> ModelCard:
     """Reload the weights, fit temperature and threshold on the pooled validation splits, fit the scope gate on
-    every training site against the outlier images, write the card."""
+    every training site against the outlier images, write the card. ``outline``: the card entry of a lesion-outline
+    decoder trained on these very weights (kept by ``calibrate``; a new training run has none)."""
     model = create_model(cfg.architecture, num_classes=len(CLASS_NAMES), in_chans=spec.channels,
                          **trained_model_args(cfg.architecture, cfg.model_args))
     load_weights(model, weights_path).eval()
@@ -99,6 +100,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: 
         command=command,
         explain=explain_entry(cfg.explain, model),
         tta_headline=cfg.tta_headline,
+        outline=dict(outline or {}),
         weights_sha256="",
         metrics={"best_epoch": best_epoch, "val_auc": best_val_auc,
                  **({"weights": f"average of epochs {cfg.epochs - cfg.swa_epochs + 1}-{cfg.epochs}"}
@@ -123,7 +125,8 @@ def recalibrate(model_dir: str | Path, command: str = "") -> ModelCard:
     return finalize_model(cfg, spec, model_dir / WEIGHTS_FILE, load_training_data(cfg, spec, masks=False),
                           command=old.get("command") or command,
                           best_epoch=old.get("metrics", {}).get("best_epoch", -1),
-                          best_val_auc=old.get("metrics", {}).get("val_auc", float("nan")))
+                          best_val_auc=old.get("metrics", {}).get("val_auc", float("nan")),
+                          outline=old.get("outline"))
 
 
 def _previous_card_fields(model_dir: Path) -> dict[str, Any]:
