@@ -73,3 +73,15 @@ def test_shipped_folder_shows_both_hospitals_from_its_files():
         for label, m in sites.items():
             assert rows["AUC (95% CI)"][label].startswith(f"{m['auc']:.3f} (")
             assert rows["Images"][label].startswith(f"{m['n']} (")
+
+
+def test_the_outline_is_shown_beside_each_test_set_and_scanner():
+    agree = {"orientation": {"agreement_counting_missed": 0.9}, "shape": {"agreement_counting_missed": 0.75}}
+    outline = {"all_lesion_images": {"dice_mean": 0.8212, "n": 30}, "agreement": agree,
+               "per_device": {"Big": {"all_lesion_images": {"dice_mean": 0.86, "n": 20}, "agreement": agree}}}
+    evaluations = {BUSI: SMALL, BUSBRA: {**SMALL, "outline": outline, "per_device": {"Big": SMALL, "Other": SMALL}}}
+    table = {r["Measure"]: r for r in test_sets.comparison_rows(evaluations)}
+    assert table["Lesion outline Dice"][BUSBRA] == "0.821 (30 lesions)"
+    assert table["Lesion outline Dice"][BUSI] == "n/a"  # scored without an outline
+    assert table["Outline vs radiologist: orientation / shape agree"][BUSBRA] == "0.900 / 0.750"
+    assert [r["Outline Dice"] for r in test_sets.scanner_rows(evaluations)] == ["0.860", "n/a"]

@@ -54,7 +54,20 @@ def _column(m: Mapping[str, Any], definition: str | None) -> dict[str, str]:
         "Specificity at the threshold": _count_rate(m.get("specificity"), m.get("n_negative")),
         "Calibration error (ECE)": format_number(m.get("ece")),
         "Passed the scope gate": format_percent(m.get("scope_pass_rate")),
+        **outline_cells(m.get("outline")),
     }
+
+
+def outline_cells(outline: Mapping[str, Any] | None) -> dict[str, str]:
+    """The lesion outline against the radiologists' masks (``evaluate``'s ``outline`` section), or the missing
+    value where a test set was scored without an outline."""
+    if not outline:
+        return {"Lesion outline Dice": MISSING, "Outline vs radiologist: orientation / shape agree": MISSING}
+    every, agree = outline["all_lesion_images"], outline["agreement"]
+    return {"Lesion outline Dice": f"{format_number(every['dice_mean'])} ({every['n']} lesions)",
+            "Outline vs radiologist: orientation / shape agree":
+                f"{format_number(agree['orientation']['agreement_counting_missed'])} / "
+                f"{format_number(agree['shape']['agreement_counting_missed'])}"}
 
 
 def comparison_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str, str]]:
@@ -85,8 +98,14 @@ def scanner_rows(evaluations: Mapping[str, Mapping[str, Any]]) -> list[dict[str,
                          "AUC (95% CI)": _auc_with_ci(d), "Sensitivity": _count_rate(d.get("sensitivity"), pos),
                          "Specificity": _count_rate(d.get("specificity"), neg),
                          "ECE": format_number(d.get("ece")),
+                         "Outline Dice": _device_dice(m.get("outline"), device),
                          "Note": f"too few to judge ({' and '.join(few)})" if few else ""})
     return rows
+
+
+def _device_dice(outline: Mapping[str, Any] | None, device: str) -> str:
+    entry = ((outline or {}).get("per_device") or {}).get(device)
+    return format_number(entry["all_lesion_images"]["dice_mean"]) if entry else MISSING
 
 
 def cross_site_display(rows: list[Mapping[str, Any]]) -> list[dict[str, str]]:
