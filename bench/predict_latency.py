@@ -99,7 +99,7 @@ def main() -> int:
     labels = {"forward": "forward (1 view)", "scope": "scope gate",
               "cam_and_tta": f"{pred.cam_method} + TTA ({pred.tta_views} views)",
               "cam_redo": "CAM again (views moved the class)", "restore": "heatmap to original size",
-              "outline": "lesion outline (decoder)", "measure": "lesions measured (geometry, mm)"}
+              "outline": "outline: mirror pass, measured"}
     for name, values in stages.items():
         print(f"  {labels.get(name, name):28s} {pct(values)}")
     print(f"  {'bare model forward (1 view)':28s} {pct(bare)}")

@@ -138,6 +138,24 @@ def _boundary(filled: np.ndarray) -> np.ndarray:
     return contours[0] - 1.0
 
 
+def _cropped(mask: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The lesion's bounding box (top, left, bottom, right; exclusive) and the mask inside it with holes filled:
+    every measure works on the box, which is far smaller than the frame."""
+    mask = _as_mask(mask)
+    if not mask.any():
+        raise ValueError("the lesion mask is empty: there is no outline to measure")
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, left, bottom, right = int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+    return _fill_holes(mask[top:bottom, left:right]), (top, left, bottom, right)
+
+
+def outline_polygon(mask: np.ndarray) -> np.ndarray:
+    """(N, 2) closed (row, col) polygon, in image pixels, of one lesion's outline: the boundary :func:`measure`
+    measures (holes filled, 0.5-level contour), for drawing it."""
+    crop, (top, left, _, _) = _cropped(mask)
+    return _boundary(crop) + np.array([top, left], dtype=np.float64)
+
+
 def _polygon_area(poly: np.ndarray) -> float:
     """Signed shoelace area of a closed (N, 2) polygon."""
     r, c = poly[:, 0], poly[:, 1]
@@ -235,12 +253,7 @@ def measure(mask: np.ndarray, skin_row: float = 0.0) -> LesionGeometry:
     :func:`components` first); holes are filled, since a lesion's outline encloses them. ``skin_row`` is the row of
     the skin line for the depth. Raises ValueError for an empty mask or more than one component.
     """
-    mask = _as_mask(mask)
-    if not mask.any():
-        raise ValueError("the lesion mask is empty: there is no outline to measure")
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    top, left, bottom, right = int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-    crop = _fill_holes(mask[top:bottom, left:right])
+    crop, (top, left, bottom, right) = _cropped(mask)
     offset = np.array([top, left], dtype=np.float64)
 
     poly = _boundary(crop)  # crop coordinates; refuses more than one lesion

@@ -15,7 +15,6 @@ carry the outline; docs/design_choices.md records the validation Dice this gives
 from __future__ import annotations
 
 import copy
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import ModelLoadError
-from .card import OUTLINE_FILE, InputSpec, ModelCard
+from .card import OUTLINE_FILE, ModelCard
 from .integrity import sha256_file
 from .lesion_attention import LesionAttentionEfficientNet
 
@@ -167,13 +166,6 @@ def with_mirror(model: LesionAttentionEfficientNet, decoder: LesionDecoder, inpu
     return (prob + mirrored) / 2
 
 
-def outline_input_spec(card: ModelCard, size: int | None = None) -> InputSpec:
-    """The classifier's input spec at the outline pass's size: ``size``, else the card's ``outline.input_size``,
-    else (0 or absent) the classifier's own size, when one encoder pass serves both heads."""
-    chosen = size if size is not None else int(card.outline.get("input_size", 0) or 0)
-    return dataclasses.replace(card.input, size=chosen or card.input.size)
-
-
 def load_outline_decoder(model_dir: str | Path, card: ModelCard, model: nn.Module) -> LesionDecoder | None:
     """The model folder's outline decoder (None when its card records none), its SHA-256 checked against the card.
 
@@ -183,6 +175,9 @@ def load_outline_decoder(model_dir: str | Path, card: ModelCard, model: nn.Modul
     entry = card.outline
     if not entry:
         return None
+    if int(entry.get("input_size") or card.input.size) != card.input.size:
+        raise ModelLoadError(f"the lesion-outline decoder in {Path(model_dir)} was trained at {entry['input_size']} px, "
+                             f"but it shares the classifier's {card.input.size} px pass; retrain it for this model")
     path = Path(model_dir) / entry.get("file", OUTLINE_FILE)
     if not path.is_file():
         raise ModelLoadError(f"the model card records a lesion-outline decoder, but {path.name} is missing from "

@@ -33,20 +33,38 @@ class OutlinedLesion:
     scale: PixelScale | None
     no_mm_reason: str
 
+    @property
+    def long_axis_mm(self) -> float | None:
+        return length_mm(self.geometry.long_axis, self.scale) if self.scale else None
+
+    @property
+    def short_axis_mm(self) -> float | None:
+        return length_mm(self.geometry.short_axis, self.scale) if self.scale else None
+
+    @property
+    def depth_mm(self) -> float | None:
+        return self.geometry.depth_px * self.scale.row_mm if self.scale else None
+
+    @property
+    def area_mm2(self) -> float | None:
+        return area_mm2(self.geometry.area_px, self.scale) if self.scale else None
+
     def to_dict(self) -> dict[str, Any]:
         """The ``lesion`` object of ``predict --json`` (mm fields null without a calibration, and why)."""
         g = self.geometry
-        mm = (lambda caliper: round(length_mm(caliper, self.scale), 2)) if self.scale else (lambda _c: None)
-        depth_mm = round(g.depth_px * self.scale.row_mm, 2) if self.scale else None
+
+        def mm(value: float | None) -> float | None:
+            return None if value is None else round(value, 2)
+
         return {
             "area_px": int(g.area_px),
-            "area_mm2": round(area_mm2(g.area_px, self.scale), 2) if self.scale else None,
+            "area_mm2": mm(self.area_mm2),
             "long_axis_px": round(g.long_axis.length_px, 2),
             "short_axis_px": round(g.short_axis.length_px, 2),
-            "long_axis_mm": mm(g.long_axis),
-            "short_axis_mm": mm(g.short_axis),
+            "long_axis_mm": mm(self.long_axis_mm),
+            "short_axis_mm": mm(self.short_axis_mm),
             "depth_px": round(g.depth_px, 2),
-            "depth_mm": depth_mm,
+            "depth_mm": mm(self.depth_mm),
             "calibration": self.scale.source if self.scale else None,
             "mm_unavailable_reason": None if self.scale else self.no_mm_reason,
             **{k: v for k, v in g.to_dict().items() if k not in ("area_px", "depth_px")},

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
-from skimage.measure import find_contours
 
-from ..lesion.calibration import area_mm2, length_mm
-from ..lesion.geometry import Caliper
+from ..lesion.geometry import Caliper, outline_polygon
 from .lesion_finding import OUTLINE_SOURCE, LesionFinding, OutlinedLesion
 
 OUTLINE_COLOUR = (240, 228, 66)  # Okabe-Ito yellow #F0E442: the outline of the lesion the result is about
@@ -35,11 +33,6 @@ LEGEND = ("On the image: the lesion's outline in yellow, its long and short axis
 def line_width(shape: tuple[int, ...]) -> int:
     """Line width in pixels for an image of ``shape`` (H, W, ...): 2 px, growing with the short side."""
     return max(MIN_LINE_PX, round(min(shape[0], shape[1]) / LINE_SCALE_PX))
-
-
-def _contours(mask: np.ndarray) -> list[np.ndarray]:
-    """The mask's 0.5-level boundaries as (N, 2) (row, col) polylines, padded so a lesion at the edge still closes."""
-    return [c - 1.0 for c in find_contours(np.pad(mask, 1).astype(np.float32), 0.5, fully_connected="high")]
 
 
 def _xy(points: np.ndarray) -> list[tuple[float, float]]:
@@ -82,11 +75,9 @@ def draw_outline(display: np.ndarray, finding: LesionFinding, calipers: bool = T
     canvas = Image.fromarray(image)
     draw = ImageDraw.Draw(canvas)
     for other in finding.lesions[1:]:
-        for contour in _contours(other.mask):
-            for piece in _dashes(contour, DASH_WIDTHS * width):
-                draw.line(_xy(piece), fill=OTHER_COLOUR, width=max(1, width - 1))
-    for contour in _contours(finding.principal.mask):
-        draw.line(_xy(contour), fill=OUTLINE_COLOUR, width=width, joint="curve")
+        for piece in _dashes(outline_polygon(other.mask), DASH_WIDTHS * width):
+            draw.line(_xy(piece), fill=OTHER_COLOUR, width=max(1, width - 1))
+    draw.line(_xy(outline_polygon(finding.principal.mask)), fill=OUTLINE_COLOUR, width=width, joint="curve")
     if calipers:
         geometry = finding.principal.geometry
         _caliper(draw, geometry.long_axis, width)
@@ -105,16 +96,18 @@ class LesionDescription:
     legend: str = LEGEND
 
 
-def _length(lesion: OutlinedLesion, caliper: Caliper, px: float) -> str:
-    return f"{length_mm(caliper, lesion.scale):.1f} mm" if lesion.scale else f"{px:.0f} px"
+def _axes(lesion: OutlinedLesion) -> tuple[str, str, str]:
+    """(long, short, unit): "14.2", "9.1", "mm" from the image's calibration, else "142", "91", "px"."""
+    if lesion.scale:
+        return f"{lesion.long_axis_mm:.1f}", f"{lesion.short_axis_mm:.1f}", "mm"
+    g = lesion.geometry
+    return f"{g.long_axis.length_px:.0f}", f"{g.short_axis.length_px:.0f}", "px"
 
 
 def _size(lesion: OutlinedLesion) -> str:
     """"14.2 x 9.1 mm" or "142 x 91 px"."""
-    g = lesion.geometry
-    long, short = _length(lesion, g.long_axis, g.long_axis.length_px), _length(lesion, g.short_axis,
-                                                                                 g.short_axis.length_px)
-    return f"{long.split()[0]} x {short}"
+    long, short, unit = _axes(lesion)
+    return f"{long} x {short} {unit}"
 
 
 def lesion_summary(finding: LesionFinding) -> str:
@@ -130,19 +123,17 @@ def describe_lesion(finding: LesionFinding) -> LesionDescription:
     are in :mod:`medapp.lesion.geometry`), and the other outlined lesions' sizes."""
     lesion, g = finding.principal, finding.principal.geometry
     if lesion.scale:
-        depth = f"{g.depth_px * lesion.scale.row_mm:.1f} mm"
-        area_value = area_mm2(g.area_px, lesion.scale)
-        area = f"{area_value:.0f} mm²" if area_value >= 10 else f"{area_value:.1f} mm²"
+        depth = f"{lesion.depth_mm:.1f} mm"
+        area = f"{lesion.area_mm2:.0f} mm²" if lesion.area_mm2 >= 10 else f"{lesion.area_mm2:.1f} mm²"
         scale = f"Millimetres from the image's own calibration: {lesion.scale.source}."
     else:
         depth, area = f"{g.depth_px:.0f} px", f"{g.area_px} px²"
         scale = f"Sizes in pixels: {lesion.no_mm_reason}."
-    long, short = _length(lesion, g.long_axis, g.long_axis.length_px), _length(lesion, g.short_axis,
-                                                                                 g.short_axis.length_px)
+    long, short, unit = _axes(lesion)
     shape = (f"{g.shape.value} (solidity {g.solidity:.2f}, ellipse residual {g.ellipse_residual:.2f}, "
              f"short/long axis {g.axis_ratio:.2f})")
     rows = [
-        ("Size", f"long axis {long}, short axis {short} (perpendicular to it)"),
+        ("Size", f"long axis {long} {unit}, short axis {short} {unit} (perpendicular to it)"),
         ("Depth, area", f"top edge {depth} below the top of the scan; area {area}"),
         ("Orientation", f"{g.orientation.value} (height/width {g.aspect_ratio:.2f})"),
         ("Shape", shape),

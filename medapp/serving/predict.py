@@ -31,14 +31,7 @@ from ..model.card import ModelCard
 from ..model.checkpoint import default_model_dir, load_model
 from ..model.explain import check_cam_method, run_cam
 from ..model.inference import headline_logits, view_logits
-from ..model.lesion_outline import (
-    LesionDecoder,
-    load_outline_decoder,
-    outline_input_spec,
-    outline_logits,
-    outline_probability,
-    with_mirror,
-)
+from ..model.lesion_outline import LesionDecoder, load_outline_decoder, outline_logits, with_mirror
 from ..model.preprocess import (
     SquareGeometry,
     compute_geometry,
@@ -257,8 +250,6 @@ class Predictor:
             with torch.no_grad(), self.gate.capture(self.model) as acts:
                 logits, shared_outline = self._forward(x)
             timer.lap("forward")
-            outlines = self._outline_maps(images, x, shared_outline, geometries)
-            timer.lap("outline")
             scores = self.gate.score_captured(acts, n)
             timer.lap("scope")
             maps: list[np.ndarray] = []
@@ -288,52 +279,43 @@ class Predictor:
                       .reshape(len(self.views), n, -1) if views_logits is not None and use_views else None)
         predictions = [self._build(images[i], probs[i], None if view_probs is None else view_probs[:, i],
                                    float(scores[i]), flags[i], heatmaps[i], method, targets[i]) for i in range(n)]
-        for image, prediction, outline in zip(images, predictions, outlines, strict=True):
-            self._add_lesion(image, prediction, outline)
-        timer.lap("measure")
+        self._add_lesions(images, predictions, x, shared_outline, geometries)
+        timer.lap("outline")
         timing = timer.total()
         for prediction in predictions:
             prediction.timing_ms = dict(timing)
         return predictions
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Class logits, and the (N, S, S) outline probability of the image itself when the outline shares the
-        classifier's pass (run inside the scope gate's capture: one pass of the image, nothing else)."""
-        if self.outline_decoder is None or outline_input_spec(self.card).size != self.card.input.size:
+        """Class logits, and with an outline decoder the (N, S, S) outline probability of the image itself from the
+        same encoder pass (run inside the scope gate's capture: one pass of the image, nothing else)."""
+        if self.outline_decoder is None:
             return self.model(x).float(), None
-        logits, outline = outline_logits(self.model, self.outline_decoder, x, self._taps)
+        logits, outline = outline_logits(self.model, self.outline_decoder, x, tuple(self.card.outline["taps"]))
         return logits.float(), torch.sigmoid(outline[:, 0])
 
-    @property
-    def _taps(self) -> tuple[int, ...]:
-        return tuple(self.card.outline["taps"])
-
-    def _outline_maps(self, images: Sequence[MedicalImage], x: torch.Tensor, shared: torch.Tensor | None,
-                      geometries: list[SquareGeometry]) -> list[np.ndarray | None]:
-        """Each image's (H, W) outline probability over the original image (None without a decoder): the shared
-        pass's (mirror-averaged when the card says so), or the outline's own pass at its input size."""
-        if self.outline_decoder is None:
-            return [None] * len(images)
-        flip = bool(self.card.outline.get("flip_average"))
-        with torch.no_grad():
-            if shared is None:
-                spec = outline_input_spec(self.card)
-                x = normalize(torch.from_numpy(np.stack([resize_to_square(im.pixels, spec) for im in images])), spec)
-                geometries = [compute_geometry(*im.pixels.shape, spec.size, spec.resize) for im in images]
-                shared = outline_probability(self.model, self.outline_decoder, x, self._taps, flip)[1]
-            elif flip:
-                shared = with_mirror(self.model, self.outline_decoder, x, self._taps, shared)
-        return [restore_geometry(o, g) for o, g in zip(shared.numpy(), geometries, strict=True)]
-
-    def _add_lesion(self, image: MedicalImage, prediction: Prediction, outline: np.ndarray | None) -> None:
-        """The outlined lesion, measured; none for an image the model is not qualified to judge."""
+    def _add_lesions(self, images: Sequence[MedicalImage], predictions: list[Prediction], x: torch.Tensor,
+                     outline: torch.Tensor | None, geometries: list[SquareGeometry]) -> None:
+        """Each in-scope image's outlined lesions, measured (:func:`find_lesions`); the outline's mirror pass (when
+        the card says ``flip_average``) and the mapping back to the original image only for those images. An image
+        the model is not qualified to judge gets no outline, and ``lesion_note`` says why."""
         if outline is None:
-            prediction.lesion_note = "this model has no lesion-outline decoder"
-        elif not prediction.in_scope:
-            prediction.lesion_note = "no outline: the image is outside the model's intended use"
-        else:
-            prediction.lesion = find_lesions(outline, float(self.card.outline["threshold"]), image)
-            prediction.lesion_note = "" if prediction.lesion is not None else NO_LESION_OUTLINED
+            for prediction in predictions:
+                prediction.lesion_note = "this model has no lesion-outline decoder"
+            return
+        judged = [i for i, p in enumerate(predictions) if p.in_scope]
+        for i in set(range(len(predictions))) - set(judged):
+            predictions[i].lesion_note = "no outline: the image is outside the model's intended use"
+        if not judged:
+            return
+        prob = outline[judged]
+        if self.card.outline.get("flip_average"):
+            with self._lock, torch.no_grad():  # a model call: serialised like the others
+                prob = with_mirror(self.model, self.outline_decoder, x[judged], tuple(self.card.outline["taps"]), prob)
+        threshold = float(self.card.outline["threshold"])
+        for i, square in zip(judged, prob.numpy(), strict=True):
+            predictions[i].lesion = find_lesions(restore_geometry(square, geometries[i]), threshold, images[i])
+            predictions[i].lesion_note = "" if predictions[i].lesion is not None else NO_LESION_OUTLINED
 
     def _cam(self, x: torch.Tensor, classes: list[int], method: str,
              allow_slow: bool) -> tuple[list[np.ndarray], torch.Tensor]:

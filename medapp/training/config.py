@@ -121,6 +121,34 @@ class TrainConfig:
         return [DatasetSpec.parse(d) for d in self.datasets]
 
 
+@dataclass
+class OutlineConfig:
+    """The lesion-outline decoder's training (:mod:`medapp.training.train_outline`) on a trained model's encoder."""
+
+    name: str = "lesion_outline"
+    base_model: str = "models/lite0_160_2site"
+    datasets: list[Any] = field(default_factory=lambda: ["busi", "busbra"])
+    epochs: int = 30
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 0
+    subset: int = 0  # >0: only this many images per split (smoke tests)
+    out_dir: str = "runs/lesion_outline"
+    # >0: the decoder gets its own trainable copy of encoder blocks branch_from.. (learning rate branch_lr); 0: the
+    # shared encoder's features only (docs/design_choices.md)
+    branch_from: int = 0
+    branch_lr: float = 5e-4
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = _build(AugmentConfig, self.augment, "augment.")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
+
+
 def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
@@ -164,9 +192,10 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Defaults <- YAML file <- overrides."""
-    values: dict[str, Any] = TrainConfig().to_dict()
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                cls: type = TrainConfig) -> Any:
+    """Defaults <- YAML file <- overrides, for ``cls`` (:class:`TrainConfig`, or :class:`OutlineConfig`)."""
+    values: dict[str, Any] = dataclasses.asdict(cls())
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text()) or {}
@@ -174,8 +203,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise ConfigError(f"could not read config {path}: {e}") from e
         values = _merge(values, loaded)
     values = _merge(values, overrides or {})
-    return _build(TrainConfig, values)
+    return _build(cls, values)
 
 
-def save_config(config: TrainConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+def save_config(config: Any, path: str | Path) -> None:
+    """The resolved config (any of this module's dataclasses) as YAML, so the run can be repeated."""
+    Path(path).write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

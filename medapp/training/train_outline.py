@@ -18,26 +18,24 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.datasets import load_mask_squares
-from ..errors import ConfigError
+from ..evaluation.outline_metrics import dice as outline_dice
 from ..model.card import OUTLINE_FILE, ModelCard
 from ..model.checkpoint import load_model, save_weights, sha256_file
 from ..model.lesion_attention import lesion_loss
-from ..model.lesion_outline import DEFAULT_TAPS, build_decoder, outline_input_spec, outline_logits, outline_probability
+from ..model.lesion_outline import DEFAULT_TAPS, build_decoder, outline_logits, outline_probability
 from ..model.preprocess import normalize
 from .augment import PairedTransform
-from .config import AugmentConfig, TrainConfig, _build
+from .config import OutlineConfig, TrainConfig, load_config, save_config
 from .dataset import SquaresDataset, WeightedEpochSampler, load_training_data
 from .train import seed_everything
 
@@ -46,52 +44,9 @@ log = logging.getLogger(__name__)
 THRESHOLD_GRID = tuple(round(t, 2) for t in np.arange(0.30, 0.71, 0.05))
 
 
-@dataclass
-class OutlineConfig:
-    name: str = "lesion_outline"
-    base_model: str = "models/lite0_160_2site"
-    datasets: list[Any] = field(default_factory=lambda: ["busi", "busbra"])
-    epochs: int = 30
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    threads: int = 0
-    subset: int = 0  # >0: only this many images per split (smoke tests)
-    out_dir: str = "runs/lesion_outline"
-    # the outline pass's input size; 0: the classifier's own (one encoder pass for both heads). A larger size
-    # gives the decoder finer skips at the price of a second encoder pass (docs/design_choices.md)
-    image_size: int = 0
-    # >0: the decoder gets its own trainable copy of encoder blocks branch_from.. (learning rate branch_lr); 0: the
-    # shared encoder's features only (docs/design_choices.md)
-    branch_from: int = 0
-    branch_lr: float = 5e-4
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.augment, dict):
-            self.augment = _build(AugmentConfig, self.augment, "augment.")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError(f"epochs and batch_size must be positive, got {self.epochs} and {self.batch_size}")
-
-
 def load_outline_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> OutlineConfig:
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"could not read config {path}: {e}") from e
-    for key, value in (overrides or {}).items():
-        values[key] = {**values.get(key, {}), **value} if isinstance(value, dict) else value
-    return _build(OutlineConfig, values)
-
-
-def soft_dice_per_image(prob: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """(N, S, S) thresholded predictions vs (N, S, S) masks -> Dice per image (images with a lesion only)."""
-    inter = (prob * masks).reshape(len(masks), -1).sum(1)
-    total = prob.reshape(len(masks), -1).sum(1) + masks.reshape(len(masks), -1).sum(1)
-    return 2 * inter / np.maximum(total, 1e-9)
+    """Defaults <- YAML file <- ``--key value`` overrides, as ``train``'s config."""
+    return load_config(path, overrides, OutlineConfig)
 
 
 @torch.no_grad()
@@ -111,7 +66,7 @@ def validation_dice(prob: np.ndarray, masks: np.ndarray, source: np.ndarray, nam
     """Mean Dice over the validation images that have a lesion, pooled and per dataset."""
     binary_masks = masks > 0.5
     has = binary_masks.reshape(len(masks), -1).any(1)
-    dice = soft_dice_per_image((prob >= threshold).astype(np.float32), binary_masks.astype(np.float32))
+    dice = np.array([outline_dice(p >= threshold, m) for p, m in zip(prob, binary_masks, strict=True)])
     out = {"val_dice": float(dice[has].mean())}
     for i, name in enumerate(names):
         chosen = has & (source == i)
@@ -128,7 +83,7 @@ def train_outline(cfg: OutlineConfig, command: str = "", install: bool = False, 
     seed_everything(cfg.seed)
     card, model = load_model(cfg.base_model)
     model.eval().requires_grad_(False)
-    spec = outline_input_spec(card, cfg.image_size)
+    spec = card.input  # the outline shares the classifier's input and its encoder pass
     data_cfg = TrainConfig(datasets=cfg.datasets, subset=cfg.subset, lesion_weight=1.0,
                            image_size=spec.size, resize=spec.resize)
     data = load_training_data(data_cfg, spec, progress=True)
@@ -154,7 +109,6 @@ def train_outline(cfg: OutlineConfig, command: str = "", install: bool = False, 
         "file": OUTLINE_FILE,
         "sha256": sha256_file(out_dir / OUTLINE_FILE),
         "taps": list(DEFAULT_TAPS),
-        "input_size": spec.size,
         "branch_from": cfg.branch_from or None,
         "flip_average": flip,
         "threshold": threshold,
@@ -190,7 +144,7 @@ def _fit(cfg: OutlineConfig, model: torch.nn.Module, data, spec, val_masks: np.n
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     names = [s.name for s in data.specs]
-    (out_dir / "outline_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    save_config(cfg, out_dir / "outline_config.yaml")
     history: list[dict[str, float]] = []
     best, best_epoch = -1.0, 0
     for epoch in range(cfg.epochs):
