@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medapp.model.calibrate import choose_threshold, fit_temperature, softmax
+from medapp.model.calibrate import choose_threshold, choose_threshold_every_site, fit_temperature, softmax
 
 
 def test_softmax_rows_sum_to_one_and_temperature_softens():
@@ -42,3 +42,24 @@ def test_threshold_rule_hand_checked(p, y, min_sens, expected):
 def test_threshold_needs_positives():
     with pytest.raises(ValueError, match="no malignant"):
         choose_threshold(np.array([0.2, 0.3]), np.array([0, 0]))
+
+
+def test_threshold_holds_at_every_site_not_only_pooled():
+    """Site A's cancers score high, site B's lower: pooled, 0.9 of all ten is met by flagging A's five and four of
+    B's; per site, B needs all five of its own at or above 0.9 x 5 = 4.5 -> all five, so the threshold drops to B's
+    lowest cancer."""
+    p = np.array([0.99, 0.98, 0.97, 0.96, 0.95, 0.60, 0.50, 0.40, 0.30, 0.20, 0.05, 0.05])
+    y = np.array([1] * 10 + [0, 0])
+    site = np.array([0] * 5 + [1] * 5 + [0, 1])
+    assert choose_threshold(p, y, 0.9) == pytest.approx(0.30)
+    t = choose_threshold_every_site(p, y, site, 0.9)
+    assert t == pytest.approx(0.20)
+    for s in (0, 1):
+        assert (p[(site == s) & (y == 1)] >= t).mean() >= 0.9
+
+
+def test_threshold_every_site_ignores_a_site_without_cancers():
+    p, y, site = np.array([0.8, 0.6, 0.1, 0.7]), np.array([1, 1, 0, 0]), np.array([0, 0, 0, 1])
+    assert choose_threshold_every_site(p, y, site, 0.9) == pytest.approx(0.6)
+    with pytest.raises(ValueError, match="no malignant"):
+        choose_threshold_every_site(p, np.zeros(4), site)

@@ -22,6 +22,7 @@ from medapp.lesion.geometry import (
     Shape,
     components,
     measure,
+    shape_measures,
 )
 
 SIZE = (240, 240)
@@ -100,6 +101,23 @@ def test_star_is_irregular_and_not_circumscribed():
     assert g.margin == Margin.NOT_CIRCUMSCRIBED
     assert g.solidity < 0.9
     assert g.roughness > 1.1
+
+
+def test_shape_measures_unsmoothed_are_what_measure_reads_and_smoothing_removes_wobble_not_spikes():
+    """Smoothing (bench/shape_rule.py's option) takes a hand-drawn wobble off an ellipse's boundary but leaves a
+    star's spikes: shape is the gross form, the margin keeps the boundary detail."""
+    g = measure(star())
+    assert shape_measures(star(), 0.0) == pytest.approx((g.solidity, g.ellipse_residual))
+    angles = np.linspace(0, 2 * np.pi, 120, endpoint=False)
+    radius = 1 + 0.06 * np.sin(40 * angles)  # a polygon with 40 small bumps around an 80 x 40 ellipse
+    wobbly = np.zeros(SIZE, bool)
+    rr, cc = polygon(CENTRE[0] + 20 * radius * np.sin(angles), CENTRE[1] + 40 * radius * np.cos(angles), SIZE)
+    wobbly[rr, cc] = True
+    raw_solidity, _ = shape_measures(wobbly, 0.0)
+    smooth_solidity, smooth_residual = shape_measures(wobbly, 0.04)
+    assert smooth_solidity > raw_solidity and smooth_solidity > 0.97 and smooth_residual < 0.1
+    star_solidity, _ = shape_measures(star(), 0.04)
+    assert star_solidity < 0.9
 
 
 def test_depth_extents_and_area():

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from ..model.calibrate import choose_threshold, fit_temperature, softmax
+from ..model.calibrate import choose_threshold_every_site, fit_temperature, softmax
 from ..model.card import CARD_FILE, CLASS_NAMES, INTENDED_USE, OUT_OF_SCOPE_USE, WEIGHTS_FILE, InputSpec, ModelCard
 from ..model.checkpoint import load_weights, sha256_file
 from ..model.explain import DEFAULT_CAM_METHOD
@@ -82,7 +82,8 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: 
     val_logits = predict_logits(model, data.val_x, spec, views=headline_views(cfg.tta_headline, cfg.explain, spec))
     temperature = fit_temperature(val_logits, data.val_y)
     m = CLASS_NAMES.index("malignant")
-    threshold = choose_threshold(softmax(val_logits, temperature)[:, m], data.val_y == m, cfg.min_sensitivity)
+    threshold = choose_threshold_every_site(softmax(val_logits, temperature)[:, m], data.val_y == m, data.val_source,
+                                            cfg.min_sensitivity)
     card = ModelCard(
         name=cfg.name,
         architecture=cfg.architecture,
@@ -91,7 +92,7 @@ def finalize_model(cfg: TrainConfig, spec: InputSpec, weights_path: Path, data: 
         temperature=temperature,
         threshold=threshold,
         threshold_rule=f"highest threshold on calibrated P(malignant) with validation sensitivity >= "
-                       f"{cfg.min_sensitivity:.2f}",
+                       f"{cfg.min_sensitivity:.2f} at every training site",
         intended_use=INTENDED_USE,
         out_of_scope_use=OUT_OF_SCOPE_USE,
         training_data=describe_training_data(cfg, data),
