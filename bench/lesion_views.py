@@ -1,7 +1,7 @@
 """Does combining a lesion's two views beat one view? Per-lesion AUC on BUS-BRA validation (issue 13, item 9).
 
     .venv/bin/python bench/lesion_views.py                      # the shipped model's stored validation scores
-    .venv/bin/python bench/lesion_views.py --metrics models/lite0_160_2site_busbra2/metrics_busbra_test.json
+    .venv/bin/python bench/lesion_views.py --metrics models/lite0_160_2site/metrics_busbra_test.json
 
 Reads the per-image predictions that ``python -m medapp evaluate --dataset busbra --split val`` stored in the
 model folder (the shipped model, scored as the app scores), joins BUS-BRA's metadata for the patient (one lesion per
@@ -26,7 +26,7 @@ from medapp.settings import MODELS_DIR
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", type=Path, default=MODELS_DIR / "lite0_160_2site_busbra2" / "metrics_busbra_val.json")
+    parser.add_argument("--metrics", type=Path, default=MODELS_DIR / "lite0_160_2site" / "metrics_busbra_val.json")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON here")
     args = parser.parse_args()
     metrics = json.loads(args.metrics.read_text())

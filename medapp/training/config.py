@@ -126,7 +126,7 @@ class OutlineConfig:
     """The lesion-outline decoder's training (:mod:`medapp.training.train_outline`) on a trained model's encoder."""
 
     name: str = "lesion_outline"
-    base_model: str = "models/lite0_160_2site_busbra2"
+    base_model: str = "models/lite0_160_2site"
     datasets: list[Any] = field(default_factory=lambda: ["busi", "busbra"])
     epochs: int = 30
     batch_size: int = 16
