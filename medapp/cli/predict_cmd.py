@@ -197,15 +197,11 @@ def _write_mask(folder: Path, path: Path, mask: np.ndarray, written: set[Path]) 
     into an image's pixels is PHI, and a binary mask carries no image pixels, only the lesion's shape; kept whole,
     it stays aligned pixel for pixel with the image it was made from.
     """
-    import io
-
     import numpy as np
     from PIL import Image
 
     out = _unique(folder, path, "lesion", written)
-    buf = io.BytesIO()
-    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(buf, format="PNG")
-    out.write_bytes(buf.getvalue())
+    Image.fromarray(np.where(mask, 255, 0).astype(np.uint8)).save(out, format="PNG")
     return out
 
 

@@ -24,7 +24,7 @@ from ..errors import InvalidImageError, MedAppError, UnsupportedImageError
 from .codestream import declared_size
 from .color import luma_601
 from .limits import IntakeLimits, check_dimensions, check_frame_index
-from .medical_image import MedicalImage
+from .medical_image import SPACING_IMAGER, SPACING_PIXEL_SPACING, SPACING_US_REGION, MedicalImage
 from .privacy import safe_metadata
 from .us_regions import region_calibrations, scan_region
 
@@ -264,24 +264,26 @@ def _color_to_uint8(arr: np.ndarray, ds: Dataset, photometric: str, notes: list[
     return np.round(np.clip(rgb[..., :3].astype(np.float64) / full, 0, 1) * 255).astype(np.uint8)
 
 
-def _pixel_spacing(ds: Dataset, notes: list[str]) -> tuple[float, float] | None:
-    """(row, column) spacing in mm: PixelSpacing, the enhanced Pixel Measures macro, detector or US regions."""
+def _pixel_spacing(ds: Dataset, notes: list[str]) -> tuple[tuple[float, float] | None, str]:
+    """(row, column) spacing in mm and the attribute it was read from (one of :data:`SPACING_SOURCES`; "" when
+    none): PixelSpacing, the enhanced Pixel Measures macro, detector or US regions."""
     try:
         shared = ds.get("SharedFunctionalGroupsSequence")
         measures = shared[0].get("PixelMeasuresSequence") if shared else None
         for spacing in (ds.get("PixelSpacing"), measures[0].get("PixelSpacing") if measures else None):
             if spacing:
-                return float(spacing[0]), float(spacing[1])
+                return (float(spacing[0]), float(spacing[1])), SPACING_PIXEL_SPACING
         if ds.get("ImagerPixelSpacing"):
             notes.append("pixel spacing is at the detector (not corrected for magnification)")
-            return float(ds.ImagerPixelSpacing[0]), float(ds.ImagerPixelSpacing[1])
+            return (float(ds.ImagerPixelSpacing[0]), float(ds.ImagerPixelSpacing[1])), SPACING_IMAGER
         for region in ds.get("SequenceOfUltrasoundRegions") or []:
             # PS3.3 C.8.5.5.1.15: physical units code 3 = cm
             if region.get("PhysicalUnitsXDirection") == 3 and region.get("PhysicalUnitsYDirection") == 3:
-                return abs(float(region.PhysicalDeltaY)) * 10, abs(float(region.PhysicalDeltaX)) * 10
+                row_mm, col_mm = abs(float(region.PhysicalDeltaY)) * 10, abs(float(region.PhysicalDeltaX)) * 10
+                return (row_mm, col_mm), SPACING_US_REGION
     except (AttributeError, IndexError, TypeError, ValueError):
         notes.append("pixel spacing in the file is unreadable and was ignored")
-    return None
+    return None, ""
 
 
 def _safe_fields(ds: Dataset, ts: UID) -> dict[str, object]:
@@ -389,12 +391,14 @@ def decode_dicom(ds: Dataset, *, frame: int | None, limits: IntakeLimits) -> Med
     if ts.is_compressed and str(ds.get("LossyImageCompression", "")) == "01":
         notes.append("the image was lossy-compressed before it reached medapp; fine detail may be altered")
     log.info("decoded a DICOM image: %dx%d px, frame %d of %d, %s", cols, rows, index + 1, n_frames, ts.name)
+    spacing, spacing_source = _pixel_spacing(ds, notes)
     return MedicalImage(
         pixels=pixels,
         display=display,
         source_kind="dicom",
         original_size=(rows, cols),
-        pixel_spacing_mm=_pixel_spacing(ds, notes),
+        pixel_spacing_mm=spacing,
+        pixel_spacing_source=spacing_source,
         scan_region=scan_region(ds, rows, cols),
         us_calibrations=region_calibrations(ds, rows, cols),
         frame_index=index,

@@ -8,6 +8,12 @@ from typing import Any
 import numpy as np
 
 
+# where ``MedicalImage.pixel_spacing_mm`` was read from
+SPACING_PIXEL_SPACING = "Pixel Spacing"
+SPACING_IMAGER = "Imager Pixel Spacing (at the detector)"
+SPACING_US_REGION = "Ultrasound Region (the first calibrated one, copied)"
+
+
 @dataclass(frozen=True)
 class RegionCalibration:
     """The physical size of one pixel inside one region of the frame, as the file states it.
@@ -33,7 +39,9 @@ class MedicalImage:
 
     ``pixels`` (H, W) float32 in [0, 1] feeds the model; ``display`` (H, W, 3) uint8 shows the natural colours.
     ``source_kind`` is the detected format ("png", "jpeg", "bmp", "tiff", "dicom"); ``original_size`` is
-    (height, width) as displayed; ``pixel_spacing_mm`` is (row, column) spacing when the file states it;
+    (height, width) as displayed; ``pixel_spacing_mm`` is (row, column) spacing when the file states it, and
+    ``pixel_spacing_source`` which attribute stated it (``SPACING_*``; a region's scale copied here holds only
+    inside that region);
     ``scan_region`` is the (top, left, bottom, right) box of the scan itself when the file states it (DICOM
     Ultrasound Region Sequence), which exports are cropped to; ``us_calibrations`` are the regions of that
     Sequence that state a physical pixel size (one per calibrated 2D region, so a split screen keeps both scales);
@@ -46,6 +54,7 @@ class MedicalImage:
     source_kind: str
     original_size: tuple[int, int]  # (height, width)
     pixel_spacing_mm: tuple[float, float] | None = None
+    pixel_spacing_source: str = ""
     scan_region: tuple[int, int, int, int] | None = None
     us_calibrations: tuple[RegionCalibration, ...] = ()
     frame_index: int = 0

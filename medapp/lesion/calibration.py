@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..intake.medical_image import MedicalImage
+from ..intake.medical_image import SPACING_US_REGION, MedicalImage
 from .geometry import Caliper
 
 MAX_MM_PER_PIXEL = 10.0  # a stated pixel larger than 1 cm is a damaged header, not a breast ultrasound
@@ -38,9 +38,9 @@ def pixel_scale(image: MedicalImage, point: tuple[float, float]) -> tuple[PixelS
 
     Order: the ultrasound region containing the point (the first, if regions overlap); else the image's Pixel
     Spacing; else None. A region or spacing that is not positive or exceeds :data:`MAX_MM_PER_PIXEL` is not used.
-    Intake also copies a region's scale into ``pixel_spacing_mm`` when the file has no Pixel Spacing
-    (:func:`medapp.intake.dicom._pixel_spacing`); such a copy is not used for a point outside every region, since the
-    file calibrated only the regions. The reason is "" when a scale is returned.
+    Intake also copies a region's scale into ``pixel_spacing_mm`` when the file has no Pixel Spacing (its
+    ``pixel_spacing_source`` says so); such a copy is not used for a point outside every region, since the file
+    calibrated only the regions. The reason is "" when a scale is returned.
     """
     for region in image.us_calibrations:
         if region.contains(point) and _plausible(region.row_mm, region.col_mm):
@@ -48,9 +48,7 @@ def pixel_scale(image: MedicalImage, point: tuple[float, float]) -> tuple[PixelS
     spacing = image.pixel_spacing_mm
     if spacing is not None:
         row_mm, col_mm = float(spacing[0]), float(spacing[1])
-        copied = any(math.isclose(row_mm, abs(r.row_mm)) and math.isclose(col_mm, abs(r.col_mm))
-                     for r in image.us_calibrations)
-        if _plausible(row_mm, col_mm) and not copied:
+        if _plausible(row_mm, col_mm) and image.pixel_spacing_source != SPACING_US_REGION:
             return PixelScale(row_mm, col_mm, PIXEL_SPACING_SOURCE), ""
     kind = image.source_kind.lower()
     if kind in _RASTER_KINDS:

@@ -69,8 +69,11 @@ class LesionAttentionEfficientNet(EfficientNet):
         self._lesion_gate = LesionGate(leak)
         return self
 
-    def features_and_lesion(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, C, S, S) -> (head features (N, 1280, S/32, S/32), lesion logits (N, 1, S/16, S/16))."""
+    def features_and_lesion(self, inputs: torch.Tensor,
+                            keep: dict[int, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, C, S, S) -> (head features (N, 1280, S/32, S/32), lesion logits (N, 1, S/16, S/16)). ``keep``: a dict
+        whose keys are block indices; each is filled with that block's output (after the gate at the lesion block),
+        so the lesion-outline decoder reads the stages from this very pass."""
         x = self._swish(self._bn0(self._conv_stem(inputs)))
         lesion = None
         for idx, block in enumerate(self._blocks):
@@ -79,16 +82,22 @@ class LesionAttentionEfficientNet(EfficientNet):
             if idx == self._lesion_block:
                 lesion = self._lesion_head(x)
                 x = self._lesion_gate(x, lesion)
+            if keep is not None and idx in keep:
+                keep[idx] = x
         if lesion is None:
             raise RuntimeError("attach_lesion() was not called on this network")
         return self._swish(self._bn1(self._conv_head(x))), lesion
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Head features -> class logits (pooling, dropout, the linear layer)."""
+        return self._fc(self._dropout(self._avg_pooling(features).flatten(1)))
 
     def extract_features(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.features_and_lesion(inputs)[0]
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         features, lesion = self.features_and_lesion(inputs)
-        logits = self._fc(self._dropout(self._avg_pooling(features).flatten(1)))
+        logits = self.classify(features)
         return (logits, lesion) if self.training else logits
 
 

@@ -44,22 +44,13 @@ class EncoderOutput:
 
 
 def encode(model: LesionAttentionEfficientNet, inputs: torch.Tensor, taps: tuple[int, ...]) -> EncoderOutput:
-    """Run the classifier once, keeping the outputs of the blocks in ``taps`` (model in eval mode)."""
+    """Run the classifier once (its own pass, :meth:`LesionAttentionEfficientNet.features_and_lesion`), keeping the
+    outputs of the blocks in ``taps`` (model in eval mode)."""
     if not isinstance(model, LesionAttentionEfficientNet):
         raise TypeError(f"the lesion outline needs a network with lesion attention, got {type(model).__name__}")
-    x = model._swish(model._bn0(model._conv_stem(inputs)))
-    kept: dict[int, torch.Tensor] = {}
-    lesion = None
-    for idx, block in enumerate(model._blocks):
-        x = block(x, drop_connect_rate=None)
-        if idx == model._lesion_block:
-            lesion = model._lesion_head(x)
-            x = model._lesion_gate(x, lesion)
-        if idx in taps:
-            kept[idx] = x
-    features = model._swish(model._bn1(model._conv_head(x)))
-    logits = model._fc(model._dropout(model._avg_pooling(features).flatten(1)))
-    return EncoderOutput(logits, lesion, kept)
+    kept: dict[int, torch.Tensor] = dict.fromkeys(taps)
+    features, lesion = model.features_and_lesion(inputs, keep=kept)
+    return EncoderOutput(model.classify(features), lesion, kept)
 
 
 def tap_channels(model: LesionAttentionEfficientNet, taps: tuple[int, ...]) -> list[int]:

@@ -171,8 +171,9 @@ def build_seg(prediction: Prediction, source: Dataset, uids: ResultUids, *, fram
             segment_number=n, segment_label=segment_label(n, count), segmented_property_category=LESION_CATEGORY,
             segmented_property_type=LESION_TYPE, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm, anatomic_regions=[codes.SCT.Breast],
-            tracking_uid=_tracking(uids, n, count)[0], tracking_id=_tracking(uids, n, count)[1])
+            tracking_uid=tracking_uid, tracking_id=tracking_id)
         for n in range(1, count + 1)
+        for tracking_uid, tracking_id in [_tracking(uids, n, count)]
     ]
     model = prediction.model
     created = _now(created)

@@ -228,13 +228,14 @@ class StudyAnalyzer:
                  existing: set[str], outcome: InstanceOutcome, *, sign_off: SignOff | None = None,
                  case: CaseDetails | None = None, predecessor_uid: str | None = None) -> list[pydicom.Dataset]:
         """The SEG (when the model outlined a lesion), SR and PDF of one image that the PACS does not hold yet (the
-        PDF only when its pixels may leave), in the order they are to be stored. The SEG is built even when it is
-        stored: the SR references it."""
+        PDF only when its pixels may leave), in the order they are to be stored. The SEG is built whenever the SR is
+        (stored or not, the SR references it), not when both are stored already."""
         source = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
         header = source_header(source)
         objects: list[pydicom.Dataset] = []
-        outline = build_outline(prediction, source, uids, frame_index=image.frame_index,
-                                frame_count=image.frame_count)
+        outline = (build_outline(prediction, source, uids, frame_index=image.frame_index,
+                                 frame_count=image.frame_count)
+                   if uids.seg not in existing or uids.sr not in existing else None)
         if outline is not None and uids.seg not in existing:
             objects.append(outline.seg)
         if uids.sr not in existing:

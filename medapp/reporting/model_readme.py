@@ -120,7 +120,7 @@ def render_model_readme(model_dir: str | Path) -> str:
     if cross_site:
         lines += _cross_site_lines(cross_site)
     if card.outline:
-        lines += _outline_lines(card.outline, {"BUSI test": test, "BUS-BRA test": busbra})
+        lines += _outline_lines(card.outline, card.input.size, {"BUSI test": test, "BUS-BRA test": busbra})
     if card.training_sites:
         lines += ["## Sites and scanners seen in training", sites_text(card), ""]
     lines += [
@@ -158,9 +158,9 @@ def _second_site_lines(m: dict[str, Any]) -> list[str]:
     return lines + markdown_table(device_rows(m))
 
 
-def _outline_lines(entry: dict[str, Any], tests: dict[str, dict[str, Any] | None]) -> list[str]:
-    """The lesion-outline decoder: how it was made and chosen, and its overlap with the radiologists' masks."""
-    size = entry.get("input_size") or "the classifier's"
+def _outline_lines(entry: dict[str, Any], size: int, tests: dict[str, dict[str, Any] | None]) -> list[str]:
+    """The lesion-outline decoder: how it was made and chosen, and its overlap with the radiologists' masks
+    (``size``: the classifier's input, whose pass the decoder shares)."""
     validation = ", ".join(f"{k.removeprefix('val_dice_') if k != 'val_dice' else 'pooled'} "
                            f"{format_number(v)}" for k, v in entry.get("validation", {}).items())
     lines = ["## Lesion outline (segmentation decoder on the shared encoder)", "",
